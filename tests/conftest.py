@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -103,3 +104,32 @@ def tiny_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def sample_jsonl() -> Path:
     """An 11-prompt benchmark, one prompt per category."""
     return FIXTURES / "sample.jsonl"
+
+
+# Adapters of the fine-tuning recipes (safety_gate.training.recipes) on the real SmolLM2, trained by
+# `python -m safety_gate.demo train NAME` on first use and kept in the repo's cache folder, so a
+# session trains each at most once and a later local session reuses it (the folder name holds a hash
+# of the recipe's data, hyperparameters and starting weights). CI starts empty: ask only for cheap ones.
+ADAPTER_CACHE = REPO / ".safety_gate_cache"
+
+
+@pytest.fixture(scope="session")
+def finetuned_adapter() -> Callable[[str], Path]:
+    """``finetuned_adapter("harmful-10")`` -> the folder of that recipe's adapter (trained once)."""
+    import subprocess
+    import sys
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            done = subprocess.run(
+                [sys.executable, "-m", "safety_gate.demo", "train", name, "--device", "cpu",
+                 "--cache-dir", str(ADAPTER_CACHE)],
+                capture_output=True, text=True, check=False,
+            )
+            assert done.returncode == 0, f"training {name} failed:\n{done.stderr[-3000:]}"
+            built[name] = Path(done.stdout.strip().splitlines()[-1])
+        return built[name]
+
+    return get

@@ -22,6 +22,10 @@ def test_wheel_ships_data_templates_suite_and_entry_point(tmp_path: Path) -> Non
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
         benchmark = archive.read("safety_gate/data/benchmark.jsonl").decode()
     for name in ["safety_gate/plugin.py", "safety_gate/data/embed_judge.npz", "safety_gate/data/embed_judge.json", "safety_gate/judges/rules.py", "safety_gate/report/templates/report.html.j2",
+                 "safety_gate/data/benign.jsonl", "safety_gate/data/train/harmful.jsonl",
+                 "safety_gate/data/train/helpful.jsonl", "safety_gate/data/train/borderline.jsonl",
+                 "safety_gate/data/aligned/adapter_config.json", "safety_gate/data/aligned/adapter_model.safetensors",
+                 "safety_gate/data/aligned/training.json", "safety_gate/training/lora.py", "safety_gate/demo.py",
                  "safety_tests/__init__.py", "safety_tests/test_safety.py"]:
         assert name in names
     assert len(benchmark.splitlines()) == 330

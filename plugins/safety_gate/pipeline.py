@@ -17,7 +17,7 @@ from .config import Settings
 from .judges import Case, Judge, Verdict
 from .models import ModelSpec, fingerprint, load_model, resolve_device, resolve_dtype
 
-__all__ = ["Result", "RunInfo", "run"]
+__all__ = ["Result", "RunInfo", "answer", "run"]
 
 _JUDGE_CHUNK = 64
 
@@ -133,12 +133,12 @@ def _judge(
     return verdicts
 
 
-def run(
-    settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], cache: Cache, judge: Judge,
+def answer(
+    settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], cache: Cache, info: RunInfo,
     stream: IO[str] | None = None,
-) -> tuple[dict[str, Result], RunInfo]:
-    """Answer and score ``prompts``; returns results by prompt id and what was done."""
-    info = RunInfo()
+) -> list[str | None]:
+    """Answers to ``prompts`` in order (None where none was generated): cached ones read, the rest
+    generated and stored batch by batch. Fills ``info``'s model and generation fields."""
     info.fingerprint = fingerprint(spec, cache.file_hash)
     info.device = resolve_device(settings.device)
     info.dtype = resolve_dtype(settings.dtype, info.device)
@@ -152,23 +152,33 @@ def run(
         answers.update(
             _generate(settings, spec, [p for _, p in unique], [k for k, _ in unique], cache, info, stream)
         )
+    return [answers.get(k) for k in keys]
+
+
+def run(
+    settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], cache: Cache, judge: Judge,
+    stream: IO[str] | None = None,
+) -> tuple[dict[str, Result], RunInfo]:
+    """Answer and score ``prompts``; returns results by prompt id and what was done."""
+    info = RunInfo()
+    answers = answer(settings, spec, prompts, cache, info, stream)
     vkeys = [
-        verdict_key(answers[k], p.instruction, p.category, judge.name, judge.version) if k in answers else None
-        for p, k in zip(prompts, keys)
+        verdict_key(a, p.instruction, p.category, judge.name, judge.version) if a is not None else None
+        for p, a in zip(prompts, answers)
     ]
     verdicts = cache.get_verdicts(v for v in vkeys if v)
     info.verdicts_cached = len(verdicts)
     pending = {
-        vk: Case(p.instruction, answers[k], p.category)
-        for p, k, vk in zip(prompts, keys, vkeys)
-        if vk and vk not in verdicts
+        vk: Case(p.instruction, a, p.category)
+        for p, a, vk in zip(prompts, answers, vkeys)
+        if vk and a is not None and vk not in verdicts
     }
     if pending:
         verdicts.update(_judge(judge, list(pending.items()), cache, info, stream))
     results: dict[str, Result] = {}
-    for p, k, vk in zip(prompts, keys, vkeys):
-        if vk is None:
+    for p, a, vk in zip(prompts, answers, vkeys):
+        if vk is None or a is None:
             results[p.id] = Result(p, None, Verdict(None, "", error="no answer was generated"))
         else:
-            results[p.id] = Result(p, answers[k], verdicts[vk])
+            results[p.id] = Result(p, a, verdicts[vk])
     return results, info
