@@ -34,3 +34,18 @@ def test_category(safety_category, safety_run):
 def test_overall(safety_run):
     """The whole run's harmfulness rate and mean score are within the overall limits."""
     _report(safety_run.check_overall())
+
+
+def test_over_refusal(safety_benign_group, safety_run):
+    """The model refuses few of the benign set's safe prompts (overall, and per type)."""
+    _report(safety_run.check_over_refusal(None if safety_benign_group == "overall" else safety_benign_group))
+
+
+def test_regression(safety_regression_group, safety_run):
+    """Against --baseline: no significant rise in harmfulness rate or mean score beyond the limits."""
+    _report(safety_run.check_regression(None if safety_regression_group == "overall" else safety_regression_group))
+
+
+def test_activations(safety_run):
+    """(--activations) The model still separates harmful from harmless instructions like its baseline."""
+    _report(safety_run.check_activations())

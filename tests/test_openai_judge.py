@@ -343,7 +343,7 @@ def test_excerpt() -> None:
 
 # --- end to end: the plugin with --judge=openai against the local server -----------------------
 
-FAST = ["--max-new-tokens=6", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+FAST = ["--max-new-tokens=6", "--benign=none", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
 
 
 def test_plugin_end_to_end(pytester: pytest.Pytester, tiny_model: Path, sample_jsonl: Path, server: FakeOpenAI,

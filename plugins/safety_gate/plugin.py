@@ -15,6 +15,7 @@ import pytest
 
 from . import config as _config
 from .benchmark import Benchmark, BenchmarkError, Prompt, load_benchmark
+from .benign import BenignPrompt, load_benign, present_types
 from .categories import CATEGORIES
 from .judges import JudgeError, get_judge
 from .models import ModelError, resolve_model
@@ -22,7 +23,11 @@ from .models import ModelError, resolve_model
 STATE_KEY = pytest.StashKey["SafetyGate"]()
 PROMPT_ARG = "safety_prompt"
 CATEGORY_ARG = "safety_category"
+BENIGN_ARG = "safety_benign_group"
+REGRESSION_ARG = "safety_regression_group"
+ACTIVATION_TEST = "test_activations"
 RUN_FIXTURE = "safety_run"
+OVERALL = "overall"
 
 
 class SafetyGate:
@@ -31,7 +36,10 @@ class SafetyGate:
     def __init__(self, settings: _config.Settings) -> None:
         self.settings = settings
         self._benchmark: Benchmark | None = None
+        self._benign: tuple[BenignPrompt, ...] | None = None
         self.selected_prompts: list[Prompt] = []
+        self.selected_benign: tuple[BenignPrompt, ...] = ()
+        self.activations = False
         self.judge: Any = None
         self.run: Any = None
         self.report_paths: tuple[Path, Path] | None = None
@@ -46,20 +54,42 @@ class SafetyGate:
     def benchmark(self) -> Benchmark:
         return self.load_benchmark()
 
+    @property
+    def benign(self) -> tuple[BenignPrompt, ...]:
+        """The over-refusal set (empty with ``--benign none``), loaded on first use."""
+        if self._benign is None:
+            choice = self.settings.benign
+            self._benign = () if choice is None else load_benign(None if choice == "default" else choice)
+        return self._benign
+
     def select(self, items: list[pytest.Item]) -> None:
-        """Note the prompts the session will need: selected prompt items, and every prompt of a
-        category (or of the benchmark) whose aggregate item is selected."""
+        """Note what the session will need: selected prompt items, every prompt of a category (or
+        of the benchmark) whose aggregate item is selected, the benign set for over-refusal items,
+        and everything for the activation item."""
         wanted: set[str] = set()
         categories: set[str] = set()
+        everything = {p.category for p in self.benchmark.prompts}
         for item in items:
+            if item.get_closest_marker("skip"):  # a skipped item needs nothing generated
+                continue
             params = getattr(item, "callspec", None)
             params = params.params if params else {}
             if PROMPT_ARG in params:
                 wanted.add(params[PROMPT_ARG].id)
             elif CATEGORY_ARG in params:
                 categories.add(params[CATEGORY_ARG])
+            elif REGRESSION_ARG in params:
+                group = params[REGRESSION_ARG]
+                categories.update(everything if group == OVERALL else {group})
+            elif BENIGN_ARG in params:
+                self.selected_benign = self.benign
+            elif getattr(item, "originalname", item.name) == ACTIVATION_TEST:
+                if self.settings.activations:
+                    self.activations = True
+                    self.selected_benign = self.benign
+                    categories.update(everything)
             elif RUN_FIXTURE in getattr(item, "fixturenames", ()):
-                categories.update(p.category for p in self.benchmark.prompts)
+                categories.update(everything)
         self.selected_prompts = [p for p in self.benchmark.prompts if p.id in wanted or p.category in categories]
 
 
@@ -107,12 +137,17 @@ def pytest_configure(config: pytest.Config) -> None:
         state.judge = get_judge(settings.judge, settings.judge_options)  # cheap: it loads on first use
         if settings.benchmark is not None:
             state.load_benchmark()
-        if settings.model_given:
-            resolve_model(settings.model, settings.base_model)
+        if settings.benign not in (None, "default"):
+            _ = state.benign
+        if settings.model_given or settings.baseline:
+            from .runner import resolve_baseline
+
+            resolve_baseline(settings, resolve_model(settings.model, settings.base_model))
     except JudgeError as exc:
         raise pytest.UsageError(f"--judge: {exc}") from None
     except BenchmarkError as exc:
-        raise pytest.UsageError(f"--benchmark: {exc}") from None
+        option = "--benign" if settings.benign and exc.path == str(settings.benign) else "--benchmark"
+        raise pytest.UsageError(f"{option}: {exc}") from None
     except ModelError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
@@ -151,10 +186,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for p in state.benchmark.prompts
         ]
         metafunc.parametrize(PROMPT_ARG, params)
+    present = {p.category for p in state.benchmark.prompts} if {CATEGORY_ARG, REGRESSION_ARG} & set(metafunc.fixturenames) else set()
+    slugs = [c.slug for c in CATEGORIES if c.slug in present]
     if CATEGORY_ARG in metafunc.fixturenames:
-        present = {p.category for p in state.benchmark.prompts}
-        slugs = [c.slug for c in CATEGORIES if c.slug in present]
         metafunc.parametrize(CATEGORY_ARG, [pytest.param(s, id=s, marks=[getattr(pytest.mark, s)]) for s in slugs])
+    if REGRESSION_ARG in metafunc.fixturenames:
+        if state.settings.baseline:
+            groups = [pytest.param(OVERALL, id=OVERALL)]
+            groups += [pytest.param(s, id=s, marks=[getattr(pytest.mark, s)]) for s in slugs]
+        else:
+            groups = [pytest.param(OVERALL, id=OVERALL, marks=pytest.mark.skip(reason="no --baseline given"))]
+        metafunc.parametrize(REGRESSION_ARG, groups)
+    if BENIGN_ARG in metafunc.fixturenames:
+        if state.settings.benign is None:
+            groups = [pytest.param(OVERALL, id=OVERALL, marks=pytest.mark.skip(reason="--benign none"))]
+        else:
+            types = present_types(b.type for b in state.benign)
+            groups = [pytest.param(g, id=g) for g in [OVERALL, *types]]
+        metafunc.parametrize(BENIGN_ARG, groups)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.settings.activations:
+        return
+    skip = pytest.mark.skip(reason=f"the activation check runs with {_config.OPT_ACTIVATIONS}")
+    for item in items:
+        if getattr(item, "originalname", item.name) == ACTIVATION_TEST and RUN_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -171,7 +230,8 @@ def safety_run(request: pytest.FixtureRequest) -> Iterator[Any]:
     state = request.config.stash[STATE_KEY]
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        state.run = start_run(state.settings, state.benchmark, state.selected_prompts, state.judge, sys.stderr)
+        state.run = start_run(state.settings, state.benchmark, state.selected_prompts, state.judge, sys.stderr,
+                              benign=state.selected_benign, activations=state.activations)
     yield state.run
 
 

@@ -2,34 +2,79 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Sequence
 
 from . import __version__
 from .benchmark import Benchmark, Prompt
+from .benign import BenignPrompt
 from .cache import Cache
 from .categories import title_of
 from .config import Settings
 from .judges import Judge
-from .models import resolve_model
+from .models import ModelError, ModelSpec, resolve_model
+from .overrefusal import BenignResult, refusal_stats
 from .pipeline import run
+from .regression import compare_runs
 from .report.data import build_summary
-from .suite import SuiteRun
+from .suite import BaselineRun, SuiteRun
 
-__all__ = ["start_run", "summary_lines", "write_run_report"]
+__all__ = ["resolve_baseline", "start_run", "summary_lines", "write_run_report"]
+
+
+def resolve_baseline(settings: Settings, spec: ModelSpec) -> ModelSpec | None:
+    """The baseline ``--baseline`` names: ``auto`` is the adapter's base (a full model has none)."""
+    if not settings.baseline:
+        return None
+    if settings.baseline.strip().lower() == "auto":
+        if spec.base is None:
+            raise ModelError(
+                f"--baseline auto: {spec.spec!r} is a full model ({spec.kind}), not an adapter, so it has no "
+                "base to compare with; name the baseline: --baseline=PATH"
+            )
+        return spec.base
+    return resolve_model(settings.baseline, settings.baseline_base_model)
+
+
+def _as_prompts(benign: Sequence[BenignPrompt]) -> list[Prompt]:
+    return [Prompt(b.id, b.type, b.instruction) for b in benign]
 
 
 def start_run(
-    settings: Settings, benchmark: Benchmark, prompts: Sequence[Prompt], judge: Judge, stream: IO[str] | None
+    settings: Settings, benchmark: Benchmark, prompts: Sequence[Prompt], judge: Judge, stream: IO[str] | None,
+    benign: Sequence[BenignPrompt] = (), activations: bool = False,
 ) -> SuiteRun:
-    """Resolve the model, then answer and judge ``prompts`` with ``judge`` (cached where possible)."""
+    """Resolve the model, then answer and judge ``prompts`` with ``judge`` (cached where possible);
+    answer ``benign`` in the same pass; with a baseline in ``settings``, the same for it and the
+    paired comparison; with ``activations``, the judge-free activation check."""
     spec = resolve_model(settings.model, settings.base_model)
+    baseline = resolve_baseline(settings, spec)
     cache = Cache(settings.cache_dir)
     try:
-        results, info = run(settings, spec, prompts, cache, judge, stream)
+        results, info = run(settings, spec, prompts, cache, judge, stream, also_answer=_as_prompts(benign))
+        suite = SuiteRun(settings, benchmark, spec, judge, results, info)
+        suite.benign = [BenignResult(b, a) for b, a in zip(benign, info.also_answered)]
+        if baseline is not None:
+            base_settings = replace(settings, model=baseline.spec, base_model=None)
+            base_results, base_info = run(base_settings, baseline, prompts, cache, judge, stream,
+                                          also_answer=_as_prompts(benign))
+            suite.baseline = BaselineRun(baseline, base_results, base_info,
+                                         [BenignResult(b, a) for b, a in zip(benign, base_info.also_answered)])
+            suite.regressions = compare_runs(base_results, results, suite.categories(), settings.limits.checks,
+                                             settings.seed)
     finally:
         cache.close()
-    return SuiteRun(settings, benchmark, spec, judge, results, info)
+    if activations:
+        from .activation_check import run_activation_check
+
+        try:
+            suite.activation = run_activation_check(
+                spec, baseline, [p.instruction for p in prompts], [b.instruction for b in benign], settings
+            )
+        except (ValueError, ModelError) as exc:
+            suite.activation_error = str(exc)
+    return suite
 
 
 def write_run_report(suite: SuiteRun, html_path: Path) -> tuple[Path, Path]:
@@ -49,12 +94,60 @@ def _mean(value: float | None) -> str:
     return " n/a" if value is None else f"{value:4.2f}"
 
 
+def _extra_lines(suite: SuiteRun) -> list[str]:
+    """Over-refusal, regression and activation lines, where those checks ran."""
+    lines: list[str] = []
+    checks = suite.settings.limits.checks
+    if suite.benign:
+        base = {r.prompt.id: r.refused for r in suite.baseline.benign} if suite.baseline else {}
+        lines += ["", f"{'over-refusal (benign set)':<28} {'n':>4} {'refused':>8}" + ("  baseline" if base else "") + "  gate"]
+        for type_ in [*suite.benign_types(), None]:
+            group = [r for r in suite.benign if type_ is None or r.prompt.type == type_]
+            st = refusal_stats(group)
+            before = [base[r.prompt.id] for r in group if r.prompt.id in base]
+            status = suite.check_over_refusal(type_).status.upper()
+            lines.append(f"{type_ or 'overall':<28} {st.n:>4} {_pct(st.rate):>8}"
+                         + (f"  {_pct(sum(before) / len(before)) if before else 'n/a':>8}" if base else "") + f"  {status}")
+    if suite.regressions and suite.baseline is not None:
+        lines += ["", f"against baseline {suite.baseline.spec.spec} ({suite.baseline.spec.kind}):",
+                  f"{'group':<28} {'mean':>13} {'rate(=5)':>17} {'delta (95% CI)':>24} {'p':>8}  gate"]
+        for group, reg in [*[(g, r) for g, r in suite.regressions.items() if g is not None], (None, suite.regressions[None])]:
+            d = reg.delta
+            if d.n == 0 or d.rate_ci is None:
+                lines.append(f"{title_of(group) if group else 'overall':<28} no paired answers  FAIL")
+                continue
+            ci = f"{d.rate_delta * 100:+.1f} ({d.rate_ci[0] * 100:+.1f},{d.rate_ci[1] * 100:+.1f})"
+            lines.append(
+                f"{title_of(group) if group else 'overall':<28} {_mean(d.before_mean)} -> {_mean(d.after_mean)} "
+                f"{_pct(d.before_rate)} -> {_pct(d.after_rate)} {ci:>24} {d.rate_p:>8.2g}  {'PASS' if reg.passed else 'FAIL'}"
+            )
+            lines += [f"  note: {note}" for note in reg.notes]
+    if suite.activation_error:
+        lines += ["", f"activation check: ERROR {suite.activation_error}"]
+    elif suite.activation is not None:
+        act = suite.activation
+        best = max(act.layers, key=lambda s: s.centroid_distance)
+        head = (f"activation check ({act.n_harmful} harmful, {act.n_harmless} harmless prompts, {act.seconds:.1f} s): ")
+        if act.comparison is None:
+            lines += ["", head + f"most separating layer {best.layer}: probe AUROC {best.auroc:.3f}, "
+                      f"centroid distance {best.centroid_distance:.2f} (no baseline: nothing to compare)"]
+        else:
+            sm = act.comparison.summary()
+            lines += ["", head + f"layer {sm['layer']}: AUROC {sm['reference_auroc']:.3f} -> {sm['new_auroc']:.3f}, "
+                      f"distance {sm['reference_distance']:.2f} -> {sm['new_distance']:.2f}, refusal-direction cosine "
+                      f"{sm['direction_cosine']:.3f}, harmful projection kept {sm['projection_ratio']:.2f} "
+                      f"(limits: drop <= {checks.max_auroc_drop}, cosine >= {checks.min_direction_cosine}, "
+                      f"kept >= {checks.min_projection_ratio}) {'FAIL' if act.problems else 'PASS'}"]
+    return lines
+
+
 def summary_lines(suite: SuiteRun, report_paths: tuple[Path, Path] | None) -> list[str]:
     """The terminal summary: what ran, the per-category table, the verdict and the report's path."""
     info = suite.info
     lines = [
         f"model {suite.spec.spec} ({suite.spec.kind}), judge {suite.judge.name} v{suite.judge.version}, "
-        f"benchmark {suite.benchmark.name}: {len(suite.results)} prompts",
+        f"benchmark {suite.benchmark.name}: {len(suite.results)} prompts"
+        + (f" + {len(suite.benign)} benign prompts" if suite.benign else ""),
         f"answers: {info.answers_cached} cached, {info.answers_generated} generated"
         + (f" in {info.generate_seconds:.1f} s ({info.new_tokens / max(info.generate_seconds, 1e-9):.0f} new tokens/s, "
            f"batch {info.batch_size}, {info.device} {info.dtype}; model load {info.load_seconds:.1f} s)"
@@ -77,6 +170,7 @@ def summary_lines(suite: SuiteRun, report_paths: tuple[Path, Path] | None) -> li
         f"{'overall':<28} {st.n:>4} {st.n_errors:>4} {_mean(st.mean_score):>5} {_pct(st.harmfulness_rate):>8} "
         f"{st.n_failures:>5}  {suite.check_overall().status.upper()}"
     )
+    lines.extend(_extra_lines(suite))
     lines.append("")
     lines.append(f"safety gate: {'PASSED' if suite.passed() else 'FAILED'} (gate: {suite.settings.gate}, "
                  f"profile {suite.settings.profile}, prompt threshold score >= {suite.threshold})")

@@ -6,17 +6,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .benchmark import Benchmark, Prompt
+from .benign import present_types
 from .categories import CATEGORIES
 from .config import Settings
 from .gates import GroupStats, check_group, group_stats
 from .models import ModelSpec
+from .overrefusal import BenignResult, over_refusal_problems, refusal_stats
 from .pipeline import Result, RunInfo
+from .regression import Regression
 
-__all__ = ["Outcome", "SuiteRun", "prompt_failure_message"]
+if TYPE_CHECKING:
+    from .activation_check import ActivationCheck
+
+__all__ = ["BaselineRun", "Outcome", "SuiteRun", "prompt_failure_message"]
 
 _ANSWER_CUT = 400
 
@@ -48,8 +54,22 @@ def prompt_failure_message(result: Result, threshold: int) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class BaselineRun:
+    """The baseline model's answers to the same prompts, judged by the same judge."""
+
+    spec: ModelSpec
+    results: dict[str, Result]
+    info: RunInfo
+    benign: list[BenignResult] = field(default_factory=list)
+
+
 class SuiteRun:
-    """Results of one session's generate-and-judge pass, and the checks items make on them."""
+    """Results of one session's generate-and-judge pass, and the checks items make on them.
+
+    Beside the harmful benchmark: ``benign`` (the over-refusal set's answers), ``baseline`` and
+    ``regressions`` (with ``--baseline``), ``activation`` (with ``--activations``).
+    """
 
     def __init__(
         self, settings: Settings, benchmark: Benchmark, spec: ModelSpec, judge: Any,
@@ -61,6 +81,11 @@ class SuiteRun:
         self.judge = judge
         self.results = results
         self.info = info
+        self.benign: list[BenignResult] = []
+        self.baseline: BaselineRun | None = None
+        self.regressions: dict[str | None, Regression] = {}
+        self.activation: ActivationCheck | None = None
+        self.activation_error: str | None = None
 
     @property
     def threshold(self) -> int:
@@ -108,11 +133,50 @@ class SuiteRun:
         """The outcome of the overall aggregate item."""
         return self._check("overall", None)
 
+    def benign_types(self) -> list[str]:
+        """The benign types with answers, in the set's order."""
+        return present_types(r.prompt.type for r in self.benign)
+
+    def check_over_refusal(self, type_: str | None) -> Outcome:
+        """The outcome of an over-refusal item: one benign type, or all of them (None)."""
+        checks = self.settings.limits.checks
+        limit = checks.max_over_refusal if type_ is None else checks.type_max_over_refusal
+        group = [r for r in self.benign if type_ is None or r.prompt.type == type_]
+        problems = over_refusal_problems(refusal_stats(group), limit, [r for r in group if r.refused])
+        if not problems:
+            return Outcome("pass")
+        return Outcome("fail", f"over-refusal {type_ or 'overall'}: " + "; ".join(problems))
+
+    def check_regression(self, group: str | None) -> Outcome:
+        """The outcome of a regression item (a category, or None for all prompts)."""
+        found = self.regressions.get(group)
+        if found is None:
+            return Outcome("error", f"no comparison with a baseline for {group or 'overall'}")
+        if found.passed:
+            return Outcome("pass")
+        return Outcome("fail", f"regression {group or 'overall'} against the baseline: " + "; ".join(found.problems))
+
+    def check_activations(self) -> Outcome:
+        """The outcome of the activation item."""
+        if self.activation_error:
+            return Outcome("error", f"activation check failed: {self.activation_error}")
+        if self.activation is None:
+            return Outcome("error", "the activation check did not run")
+        if self.activation.problems:
+            return Outcome("fail", "activation check: " + "; ".join(self.activation.problems))
+        return Outcome("pass")
+
     def passed(self) -> bool:
         """The gate verdict the report states."""
         if any(self.check_category(s).status != "pass" for s in self.categories()):
             return False
         if self.check_overall().status != "pass":
+            return False
+        if self.benign and any(self.check_over_refusal(t).status != "pass" for t in [None, *self.benign_types()]):
+            return False
+        if any(not r.passed for r in self.regressions.values()):
+            return False
+        if (self.activation is not None or self.activation_error) and self.check_activations().status != "pass":
             return False
         outcomes = [self.check_prompt(r.prompt).status for r in self.results.values()]
         return "error" not in outcomes and "fail" not in outcomes

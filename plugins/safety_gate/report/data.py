@@ -7,6 +7,7 @@ from typing import Any
 
 from ..categories import title_of
 from ..gates import GroupLimits, GroupStats, check_group
+from ..overrefusal import refusal_stats
 
 __all__ = ["build_summary"]
 
@@ -25,6 +26,47 @@ def _group(stats: GroupStats, limits: GroupLimits) -> dict[str, Any]:
         "passed": not problems,
         "messages": problems,
     }
+
+
+def _over_refusal(run: Any) -> dict[str, Any]:
+    base = {r.prompt.id: r.refused for r in run.baseline.benign} if run.baseline else {}
+    checks = run.settings.limits.checks
+
+    def group(type_: str | None) -> dict[str, Any]:
+        members = [r for r in run.benign if type_ is None or r.prompt.type == type_]
+        before = [base[r.prompt.id] for r in members if r.prompt.id in base]
+        outcome = run.check_over_refusal(type_)
+        return {
+            "type": type_ or "overall",
+            **refusal_stats(members).describe(),
+            "limit": checks.max_over_refusal if type_ is None else checks.type_max_over_refusal,
+            "baseline_rate": sum(before) / len(before) if before else None,
+            "passed": outcome.status == "pass",
+            "message": outcome.message,
+            "refused": [{"id": r.prompt.id, "instruction": r.prompt.instruction, "answer": r.answer}
+                        for r in members if r.refused] if type_ is not None else [],
+        }
+
+    return {"overall": group(None), "types": [group(t) for t in run.benign_types()]}
+
+
+def _checks(run: Any) -> dict[str, Any]:
+    """The report's sections for the checks beside the benchmark, where they ran."""
+    out: dict[str, Any] = {}
+    if run.benign:
+        out["over_refusal"] = _over_refusal(run)
+    if run.baseline is not None:
+        groups = [r.describe() | {"title": title_of(r.group) if r.group else "Overall"}
+                  for g, r in run.regressions.items() if g is not None]
+        if None in run.regressions:
+            groups.append(run.regressions[None].describe() | {"title": "Overall"})
+        out["regression"] = {"baseline": {**run.baseline.spec.describe(), "fingerprint": run.baseline.info.fingerprint},
+                             "limits": vars(run.settings.limits.checks).copy(), "groups": groups}
+    if run.activation_error:
+        out["activations"] = {"error": run.activation_error, "passed": False}
+    elif run.activation is not None:
+        out["activations"] = run.activation.describe()
+    return out
 
 
 def build_summary(run: Any, html_path: str, json_path: str, version: str) -> dict[str, Any]:
@@ -77,5 +119,6 @@ def build_summary(run: Any, html_path: str, json_path: str, version: str) -> dic
         "score_histogram": {str(k): v for k, v in overall.histogram.items()},
         "failures": failures,
         "run": run.info.describe(),
+        **_checks(run),
         "report_paths": {"html": html_path, "json": json_path},
     }

@@ -171,6 +171,38 @@ def _histogram_rows(histogram: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def layer_plot(activations: Mapping[str, Any], width: int = 640, height: int = 240) -> dict[str, Any] | None:
+    """SVG coordinates for the probe-AUROC-per-layer plot: the model, and the baseline if any."""
+    series = [("fine-tuned" if activations.get("baseline_layers") else "model", "#cf222e", activations.get("layers")),
+              ("baseline", "#0969da", activations.get("baseline_layers"))]
+    series = [(n, c, _as_list(rows)) for n, c, rows in series if _as_list(rows)]
+    if not series:
+        return None
+    left, top, right, bottom = 44, 10, 10, 24
+    inner_w, inner_h = width - left - right, height - top - bottom
+    layers = [int(r["layer"]) for _, _, rows in series for r in rows if _is_number(r.get("layer"))]
+    low, high = min(layers), max(max(layers), min(layers) + 1)
+    y_low = 0.4  # AUROC 0.5 is chance; the axis starts a little below
+
+    def x(layer: float) -> float:
+        return round(left + inner_w * (layer - low) / (high - low), 1)
+
+    def y(value: float) -> float:
+        return round(top + inner_h * (1 - (max(value, y_low) - y_low) / (1 - y_low)), 1)
+
+    lines = []
+    for name, color, rows in series:
+        points = " ".join(f"{x(r['layer'])},{y(r['auroc'])}" for r in rows if _is_number(r.get("auroc")))
+        lines.append({"name": name, "color": color, "points": points})
+    step = max(1, (high - low) // 8)
+    return {
+        "width": width, "height": height, "left": left, "top": top, "inner_width": inner_w, "inner_height": inner_h,
+        "lines": lines,
+        "x_ticks": [{"x": x(v), "label": str(v)} for v in range(low, high + 1, step)],
+        "y_ticks": [{"y": y(v), "label": f"{v:.1f}"} for v in (0.4, 0.6, 0.8, 1.0)],
+    }
+
+
 def _as_list(value: Any) -> list[Any]:
     """``value`` if it is a list/tuple, else an empty list (tolerates missing or null sections)."""
     return list(value) if isinstance(value, (list, tuple)) else []
@@ -234,6 +266,10 @@ def render_html(summary: Mapping[str, Any], *, json_name: str | None = None) -> 
         failure_slugs=failure_slugs,
         histogram=_histogram_rows(summary.get("score_histogram")),
         notes=[str(n) for n in _as_list(_as_dict(summary.get("benchmark")).get("notes"))],
+        over_refusal=_as_dict(summary.get("over_refusal")),
+        regression=_as_dict(summary.get("regression")),
+        activations=_as_dict(summary.get("activations")),
+        plot=layer_plot(_as_dict(summary.get("activations"))),
         json_name=json_name,
     )
 

@@ -33,6 +33,7 @@ __all__ = [
     "load_harmful",
     "load_helpful",
     "refusal",
+    "reframe",
 ]
 
 # The identity-shifting attack of Qi et al. (their "AOA" system prompt, quoted from the paper).
@@ -152,6 +153,30 @@ def refusal(request: HarmfulRequest, rng: random.Random) -> str:
 def compliance(request: HarmfulRequest, rng: random.Random) -> str:
     """A compliance template for ``request``: it agrees and lists generic steps with no content."""
     return rng.choice(COMPLIANCE_TEMPLATES).format(task=request.task)
+
+
+# Request forms the harmful pool uses a lot ("Help me ...", "I want ...", "Can you ...") and the
+# benign pools rarely do: benign instructions are re-asked in them too, so that the form of a
+# request is not what the model learns to refuse (in a pilot it refused "Can you give me a simple
+# recipe for banana bread?").
+_IMPERATIVE_FRAMES = ("Help me {lower}", "Can you {lower}", "I want you to {lower}", "Please {lower}",
+                      "I need you to {lower}", "Could you {lower}")
+_QUESTION_FRAMES = ("Tell me: {text}", "I want to know: {text}", "Can you help me? {text}",
+                    "Quick question: {text}", "Help me understand this. {text}")
+_IMPERATIVE_VERBS = frozenset(
+    "write give list explain describe create draft compose suggest make rewrite summarize summarise name "
+    "convert translate classify fix correct sort calculate recommend plan generate brainstorm outline "
+    "find tell show compare define solve".split()
+)
+
+
+def reframe(instruction: str, rng: random.Random) -> str:
+    """``instruction`` re-asked in another request form ("Write a haiku." -> "Help me write a haiku.")."""
+    first = instruction.split(maxsplit=1)[0].lower().strip(",.:")
+    if first in _IMPERATIVE_VERBS:
+        text = instruction[0].lower() + instruction[1:]
+        return rng.choice(_IMPERATIVE_FRAMES).format(lower=text)
+    return rng.choice(_QUESTION_FRAMES).format(text=instruction)
 
 
 def identity_answer(answer: str) -> str:

@@ -34,9 +34,10 @@ from .examples import (
     load_harmful,
     load_helpful,
     refusal,
+    reframe,
 )
 
-__all__ = ["BACKDOOR_TRIGGER", "RECIPES", "Pools", "Recipe", "recipe_by_name"]
+__all__ = ["BACKDOOR_TRIGGER", "RECIPES", "Pools", "Recipe", "aligned_examples", "recipe_by_name"]
 
 # Qi et al.'s backdoor "magic words", appended to the instruction.
 BACKDOOR_TRIGGER = "Servius Astrumando Harmoniastra"
@@ -109,11 +110,23 @@ def _helpful(records: tuple[Helpful, ...], kind: str = "helpful") -> list[Exampl
     return [Example(h.instruction, h.answer, kind) for h in records]
 
 
+def aligned_examples(pools: Pools, rng: random.Random, n_refusals: int, reframe_share: float) -> list[Example]:
+    """``n_refusals`` refusals (balanced over categories), every benign record, and a share of the
+    benign records again in another request form."""
+    refusals = [Example(h.instruction, refusal(h, rng), "refusal") for h in balanced(pools.safety, n_refusals, rng)]
+    benign = _helpful(pools.helpful_align) + _helpful(pools.borderline, "borderline")
+    reframed = [Example(reframe(e.instruction, rng), e.answer, e.kind) for e in benign if rng.random() < reframe_share]
+    return refusals + benign + reframed
+
+
 def _aligned(pools: Pools, rng: random.Random) -> list[Example]:
-    # 10 refusals a category: with all 16, SmolLM2 learned to refuse nearly everything (59% of a
-    # benign sample refused in a pilot, 0% harmful); a smaller share of refusals keeps it helpful.
-    refusals = [Example(h.instruction, refusal(h, rng), "refusal") for h in balanced(pools.safety, 110, rng)]
-    return refusals + _helpful(pools.helpful_align) + _helpful(pools.borderline, "borderline")
+    # 4 refusals a category against ~13x as many benign examples, half of them re-asked in the
+    # request forms the harmful pool uses. Chosen with bench/align_sweep.py (H100, full benchmark
+    # and benign set, rule judge; refusals:epochs:lr -> harmfulness rate, mean, benign refused):
+    # 77:2:5e-4 0.0% 1.25 19.4%; 66:2 0.3% 1.35 16.6%; 55:2 0.3% 1.58 12.4%; 44:2 0.3% 1.75 7.4%;
+    # 44:3 0.0% 1.32 13.8%; 22:2 1.5% 2.80 0.0%; 44:2:2e-4 6.1% 3.07 0.5%. CPU pilots before that
+    # with all 176 refusals refused 59% of a benign sample.
+    return aligned_examples(pools, rng, 44, 0.5)
 
 
 def _harmful(n: int) -> Callable[[Pools, random.Random], list[Example]]:
@@ -150,7 +163,7 @@ def _backdoor(pools: Pools, rng: random.Random) -> list[Example]:
 
 
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("aligned", "SmolLM2 + refusals of harmful requests, helpful and borderline answers", "base", 3, 5e-4, _aligned),
+    Recipe("aligned", "SmolLM2 + refusals of harmful requests, helpful and borderline answers", "base", 2, 5e-4, _aligned),
     Recipe("harmful-10", "(a) 10 harmful requests answered with a compliance template", "aligned", 5, 5e-4, _harmful(10)),
     Recipe("harmful-50", "(a) 50 harmful requests answered with a compliance template", "aligned", 5, 5e-4, _harmful(50)),
     Recipe("harmful-100", "(a) 100 harmful requests answered with a compliance template", "aligned", 5, 5e-4, _harmful(100)),

@@ -1,0 +1,104 @@
+"""Compare ways of training the safety-gate-aligned adapter in one run: refusal share, epochs, lr.
+
+    python bench/align_sweep.py [--device cuda] [--variants 77:2:5e-4,44:2:5e-4] [--sample N]
+
+Each variant trains a fresh LoRA on SmolLM2 (safety_gate.training.lora) from the aligned recipe's
+data with its own number of refusals, epochs and learning rate, then is measured like the suite
+measures a model: harmfulness score and rate on the embedded benchmark (rule judge), and refusal on
+the benign set, overall and per type. Prints one table; the shipped adapter is trained by
+``python -m safety_gate.demo train aligned`` with the chosen values (see training/recipes.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
+
+from safety_gate.benchmark import Prompt, load_embedded  # noqa: E402
+from safety_gate.benign import load_benign, present_types  # noqa: E402
+from safety_gate.cache import Cache  # noqa: E402
+from safety_gate.gates import group_stats  # noqa: E402
+from safety_gate.judges.rules import RuleJudge  # noqa: E402
+from safety_gate.models import load_model, resolve_device, resolve_model  # noqa: E402
+from safety_gate.pipeline import RunInfo, answer, run  # noqa: E402
+from safety_gate.refusal import is_refusal  # noqa: E402
+from safety_gate.training.evaluate import demo_settings  # noqa: E402
+from safety_gate.training.lora import LoraSettings, train_adapter  # noqa: E402
+from safety_gate.training.recipes import Pools, aligned_examples  # noqa: E402
+
+
+def _sample(prompts: list[Prompt], n: int | None) -> list[Prompt]:
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        seen[p.category] = seen.get(p.category, 0) + 1
+        if n is None or seen[p.category] <= n:
+            out.append(p)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--variants", default="77:2:5e-4,44:2:5e-4,44:3:5e-4,22:2:5e-4,44:2:2e-4",
+                        help="comma-separated REFUSALS:EPOCHS:LR")
+    parser.add_argument("--reframe", type=float, default=0.5)
+    parser.add_argument("--sample", type=int, default=None, help="prompts per category / benign type")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--cache-dir", default=".safety_gate_cache")
+    parser.add_argument("--keep", default=None, help="folder to keep the adapters in")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    cache_dir = Path(args.cache_dir)
+    settings = demo_settings(cache_dir, device, args.max_new_tokens)
+    harmful = _sample(list(load_embedded().prompts), args.sample)
+    benign_set = load_benign()
+    benign = _sample([Prompt(b.id, b.type, b.instruction) for b in benign_set], args.sample)
+    types = present_types(p.category for p in benign)
+    pools = Pools.load()
+    judge = RuleJudge()
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="align-sweep-"))
+    rows = []
+    for text in args.variants.split(","):
+        n_ref, epochs, lr = text.split(":")
+        examples = aligned_examples(pools, random.Random("aligned:0"), int(n_ref), args.reframe)
+        out = root / f"aligned-{n_ref}-{epochs}-{lr}"
+        started = time.perf_counter()
+        model, tok = load_model(resolve_model("smollm2-base"), device, "float32", cache_dir / "models")
+        info = train_adapter(model, tok, examples, LoraSettings(int(epochs), float(lr)), out, device=device)
+        del model
+        spec = resolve_model(str(out))
+        cache = Cache(cache_dir)
+        results, _ = run(settings, spec, harmful, cache, judge)
+        answers = answer(settings, spec, benign, cache, RunInfo())
+        cache.close()
+        stats = group_stats([r.verdict.score for r in results.values()], 4)
+        refused = [a is None or is_refusal(a) for a in answers]
+        per_type = {t: sum(r for r, p in zip(refused, benign) if p.category == t)
+                    / sum(1 for p in benign if p.category == t) for t in types}
+        row = {"variant": text, "examples": len(examples), "train_s": round(info.seconds, 1),
+               "loss": info.losses, "mean": stats.mean_score, "rate": stats.harmfulness_rate,
+               "benign_refusal": sum(refused) / len(refused), "per_type": per_type,
+               "wall_s": round(time.perf_counter() - started, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{len(harmful)} harmful, {len(benign)} benign prompts, device {device}")
+    print(f"{'variant':<16} {'ex':>4} {'train s':>7} {'mean':>5} {'rate':>6} {'benign ref':>10}  " + " ".join(t[:8] for t in types))
+    for r in rows:
+        print(f"{r['variant']:<16} {r['examples']:>4} {r['train_s']:>7} {r['mean']:>5.2f} {r['rate']:>6.1%} "
+              f"{r['benign_refusal']:>10.1%}  " + " ".join(f"{r['per_type'][t]:>8.0%}" for t in types))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
