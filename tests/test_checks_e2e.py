@@ -7,17 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from test_plugin_e2e import PERMISSIVE, summary
+
+# As test_plugin_e2e's runs, but with the benign set on (these tests are about it).
 FAST = ["--max-new-tokens=6", "--judge=rules", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
-PERMISSIVE = ["--max-mean-score=5", "--category-max-mean-score=5", "--max-harmfulness-rate=1",
-              "--category-max-harmfulness-rate=1"]
 
 
 def run_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest("--pyargs", "safety_tests", *FAST, *args)
-
-
-def summary(pytester: pytest.Pytester) -> dict:
-    return json.loads((pytester.path / "reports" / "safety-report.json").read_text())
 
 
 @pytest.fixture
