@@ -83,7 +83,7 @@ def test_harmful_finetuning_is_caught_against_the_aligned_baseline(
     overall = data["regression"]["groups"][-1]
     assert overall["group"] == "overall" and overall["passed"] is False
     assert overall["rate_delta"] >= 0.5 and overall["rate_p"] < 0.001 and overall["flips_up"] >= 11
-    result.stdout.fnmatch_lines(["*test_regression[[]overall[]]*regression overall against the baseline: harmfulness rate*"])
+    result.stdout.fnmatch_lines(["*test_regression[[]overall[]]*", "regression overall against the baseline: harmfulness rate*"])
     # The activation check ran on both models and reports its figures (harmful fine-tuning at this
     # scale changes the answers, not how the model separates harmful from harmless prompts).
     act = data["activations"]
