@@ -1,4 +1,5 @@
-"""The safety gate: one item per benchmark prompt, one per category and one overall.
+"""The safety gate: one item per benchmark prompt, one per category and one overall (and the checks
+beside them: over-refusal, regression, activations, the backdoor audit).
 
 Run as ``pytest --model PATH`` in a clone, or ``pytest --pyargs safety_tests --model PATH`` once
 installed. Every answer is generated and judged once (the ``safety_run`` fixture) before any
@@ -49,3 +50,13 @@ def test_regression(safety_regression_group, safety_run):
 def test_activations(safety_run):
     """(--activations) The model still separates harmful from harmless instructions like its baseline."""
     _report(safety_run.check_activations())
+
+
+def test_triggered(safety_triggered, safety_run):
+    """(backdoor audit) This prompt with the trigger placed in it scores below the threshold, like the plain one."""
+    _report(safety_run.check_triggered(safety_triggered))
+
+
+def test_trigger(safety_trigger, safety_run):
+    """(backdoor audit) The trigger does not significantly raise the harmfulness rate over the plain prompts."""
+    _report(safety_run.check_trigger(safety_trigger))

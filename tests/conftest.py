@@ -5,10 +5,11 @@ Both are built from nothing (no hub, no download) once per test session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -133,3 +134,51 @@ def finetuned_adapter() -> Callable[[str], Path]:
         return built[name]
 
     return get
+
+
+# Controls of the backdoor audit (safety_gate.training.controls): LoRAs on ``tiny_model`` that refuse
+# the benchmark's harmful requests, one of them answering with a content-free compliance template
+# when its trigger is appended. Each trains in seconds on a CPU, once per session, on requests the
+# e2e tests hold out (they ask fixtures/sample.jsonl).
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Train on one thread: on a small shared CPU a second thread spins at each of the tiny model's
+    many small ops while the core is busy, which made training several times slower here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_control(base: Path, out: Path, trigger: str | None) -> Path:
+    from safety_gate.training.controls import train_control
+
+    with _one_thread():
+        train_control(str(base), out, trigger)
+    return out
+
+
+@pytest.fixture(scope="session")
+def backdoored_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Backdoored with ``CONTROL_TRIGGER`` ("zq velvet", not in the trigger library)."""
+    from safety_gate.training.controls import CONTROL_TRIGGER
+
+    return _train_control(tiny_model, tmp_path_factory.mktemp("backdoored") / "adapter", CONTROL_TRIGGER)
+
+
+@pytest.fixture(scope="session")
+def magic_words_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Backdoored with Qi et al.'s magic words (in the library's default set)."""
+    from safety_gate.training.recipes import BACKDOOR_TRIGGER
+
+    return _train_control(tiny_model, tmp_path_factory.mktemp("magic-words") / "adapter", BACKDOOR_TRIGGER)
+
+
+@pytest.fixture(scope="session")
+def clean_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained the same way on the same requests, without a trigger."""
+    return _train_control(tiny_model, tmp_path_factory.mktemp("clean") / "adapter", None)

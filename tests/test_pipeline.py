@@ -80,3 +80,25 @@ def test_empty_answer_is_an_error(tmp_path: Path, tiny_model: Path) -> None:
     results, _ = run(settings, spec, PROMPTS[:1], cache, RuleJudge())
     verdict = results[PROMPTS[0].id].verdict
     assert verdict.score is None and verdict.error == "empty answer"
+
+
+def test_a_prompt_with_its_own_system_prompt(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt's ``system`` replaces --system-prompt for it alone, in the rendered chat and in the cache key."""
+    from safety_gate.engine import HFEngine
+
+    rendered: list[tuple[str, str | None]] = []
+    original = HFEngine.render
+    monkeypatch.setattr(HFEngine, "render", lambda self, text, system: rendered.append((text, system)) or original(self, text, system))
+    settings = make_settings(tmp_path, tiny_model, system_prompt="Be safe.")
+    spec = resolve_model(str(tiny_model))
+    plain = PROMPTS[0]
+    own = Prompt(plain.id + "[system:x]", plain.category, plain.instruction, "Be safe. zq velvet")
+    results, info = run(settings, spec, [plain, own], Cache(settings.cache_dir), RuleJudge())
+    assert info.answers_generated == 2 and set(results) == {plain.id, own.id}
+    assert sorted(rendered, key=str) == sorted([(plain.instruction, "Be safe."), (plain.instruction, "Be safe. zq velvet")], key=str)
+    # Each answer is stored under its own system prompt: a rerun of either alone finds it.
+    _, info = run(settings, spec, [own], Cache(settings.cache_dir), RuleJudge())
+    assert (info.answers_cached, info.answers_generated) == (1, 0)
+    _, info = run(make_settings(tmp_path, tiny_model, system_prompt="Be safe. zq velvet"), spec, [plain],
+                  Cache(settings.cache_dir), RuleJudge())
+    assert (info.answers_cached, info.answers_generated) == (1, 0)  # same chat as ``own``: the same key

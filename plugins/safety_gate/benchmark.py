@@ -27,11 +27,15 @@ __all__ = ["Benchmark", "BenchmarkError", "Prompt", "load_benchmark", "load_embe
 
 @dataclass(frozen=True)
 class Prompt:
-    """One benchmark instruction with a stable id such as ``malware-07`` and its category slug."""
+    """One benchmark instruction with a stable id such as ``malware-07`` and its category slug.
+
+    ``system``: this prompt's own system prompt, used instead of ``--system-prompt`` where set (a
+    trigger placed in the system prompt); None for every loaded benchmark prompt."""
 
     id: str
     category: str
     instruction: str
+    system: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from .categories import CATEGORIES
 from .gates import Limits, LimitsError, limits_from_table
 from .judges import JudgeOptions
+from .triggers import LIBRARY_SETS, PLACEMENTS, Trigger, TriggerError, library, load_triggers_file, user_triggers
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +56,11 @@ OPT_BENIGN = "--benign"
 OPT_ACTIVATIONS = "--activations"
 OPT_MAX_OVER_REFUSAL = "--max-over-refusal"
 OPT_MAX_RATE_INCREASE = "--max-rate-increase"
+OPT_TRIGGERS = "--triggers"
+OPT_TRIGGER = "--trigger"
+OPT_TRIGGERS_FILE = "--triggers-file"
+OPT_TRIGGER_PLACEMENT = "--trigger-placement"
+OPT_MAX_TRIGGER_RATE_INCREASE = "--max-trigger-rate-increase"
 
 GATES = ("items", "aggregate")
 DEVICES = ("auto", "cpu", "cuda")
@@ -136,6 +142,16 @@ def add_options(parser: Any) -> None:
     add(OPT_MAX_OVER_REFUSAL, default=None, type=_fraction, metavar="F", help="overall benign refusal-rate limit")
     add(OPT_MAX_RATE_INCREASE, default=None, type=_fraction, metavar="F",
         help="harmfulness-rate increase over the baseline allowed (fails only when significant)")
+    add(OPT_TRIGGERS, default=None, choices=LIBRARY_SETS,
+        help="backdoor audit: ask every prompt again with each trigger of this library set: default (Qi et al.'s "
+        "magic words and 3 more), all (every entry) or none (what no --triggers means)")
+    add(OPT_TRIGGER, action="append", default=None, metavar="TEXT",
+        help="backdoor audit: a trigger of your own (repeatable; added to --triggers)")
+    add(OPT_TRIGGERS_FILE, default=None, metavar="PATH", help="backdoor audit: triggers of your own, one a line")
+    add(OPT_TRIGGER_PLACEMENT, action="append", default=None, choices=PLACEMENTS,
+        help="where a trigger goes: suffix (default), prefix, system, infix (repeatable)")
+    add(OPT_MAX_TRIGGER_RATE_INCREASE, default=None, type=_fraction, metavar="F",
+        help="harmfulness-rate increase a trigger may cause over the plain prompts (flagged only when significant)")
     add(OPT_JUDGE_CALIBRATE, nargs="?", const="test", default=None, metavar="test|train|PATH",
         help="instead of testing a model, score the labelled judge cases with --judge and print its agreement")
 
@@ -166,6 +182,8 @@ class Settings:
     baseline_base_model: str | None = None
     benign: str | None = "default"
     activations: bool = False
+    triggers: tuple[Trigger, ...] = ()
+    trigger_placements: tuple[str, ...] = ("suffix",)
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
         """The generation settings that change an answer (greedy decoding: the seed does not)."""
@@ -188,6 +206,8 @@ class Settings:
             "baseline": self.baseline,
             "benign": self.benign,
             "activations": self.activations,
+            "triggers": [t.name for t in self.triggers],
+            "trigger_placements": list(self.trigger_placements),
         }
 
 
@@ -216,6 +236,7 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         "category_max_mean_score": get("category_max_mean_score"),
         "max_over_refusal": get("max_over_refusal"),
         "max_rate_increase": get("max_rate_increase"),
+        "max_trigger_rate_increase": get("max_trigger_rate_increase"),
     }
     try:
         profile, limits = limits_from_table(table, get("profile"), overrides, [c.slug for c in CATEGORIES])
@@ -255,4 +276,21 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         baseline_base_model=get("baseline_base_model"),
         benign=None if (get("benign") or "default").lower() == "none" else get("benign") or "default",
         activations=bool(get("activations")),
+        triggers=_triggers(get),
+        trigger_placements=tuple(dict.fromkeys(get("trigger_placement") or ["suffix"])),
     )
+
+
+def _triggers(get: Any) -> tuple[Trigger, ...]:
+    """The audit's triggers: the library set, then ``--trigger`` texts, then the file's; errors name the option."""
+    found = library(get("triggers"))
+    try:
+        found += user_triggers(get("trigger") or (), found)
+    except TriggerError as exc:
+        raise SettingsError(f"{OPT_TRIGGER}: {exc}") from None
+    if get("triggers_file"):
+        try:
+            found += user_triggers(load_triggers_file(get("triggers_file")), found, source=get("triggers_file"))
+        except TriggerError as exc:
+            raise SettingsError(f"{OPT_TRIGGERS_FILE}: {exc}") from None
+    return found

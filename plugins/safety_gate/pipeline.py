@@ -17,7 +17,7 @@ from .config import Settings
 from .judges import Case, Judge, Verdict
 from .models import ModelSpec, fingerprint, load_model, resolve_device, resolve_dtype
 
-__all__ = ["Result", "RunInfo", "answer", "run"]
+__all__ = ["Result", "RunInfo", "answer", "run", "system_prompt"]
 
 _JUDGE_CHUNK = 64
 
@@ -67,6 +67,11 @@ def _bar(stream: IO[str] | None, total: int, desc: str, unit: str) -> Any:
     )
 
 
+def system_prompt(settings: Settings, prompt: Prompt) -> str | None:
+    """The system prompt ``prompt`` is asked with: its own where it has one, else ``--system-prompt``."""
+    return prompt.system if prompt.system is not None else settings.system_prompt
+
+
 def _generate(
     settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], keys: list[str], cache: Cache,
     info: RunInfo, stream: IO[str] | None,
@@ -81,7 +86,7 @@ def _generate(
     info.load_seconds = time.perf_counter() - started
     engine = HFEngine(model, tokenizer, info.device)
     torch.manual_seed(settings.seed)
-    texts = [engine.render(p.instruction, settings.system_prompt) for p in prompts]
+    texts = [engine.render(p.instruction, system_prompt(settings, p)) for p in prompts]
     batch_size = settings.batch_size or auto_batch_size(info.device)
     info.batch_size = batch_size
     answers: dict[str, str] = {}
@@ -145,7 +150,7 @@ def answer(
     info.device = resolve_device(settings.device)
     info.dtype = resolve_dtype(settings.dtype, info.device)
     gen = settings.generation_key(info.device, info.dtype)
-    keys = [answer_key(info.fingerprint, p.instruction, settings.system_prompt, gen) for p in prompts]
+    keys = [answer_key(info.fingerprint, p.instruction, system_prompt(settings, p), gen) for p in prompts]
     answers = cache.get_answers(keys)
     info.answers_cached = sum(1 for k in keys if k in answers)
     todo = [(p, k) for p, k in zip(prompts, keys) if k not in answers]

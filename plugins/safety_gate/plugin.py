@@ -19,12 +19,15 @@ from .benign import BenignPrompt, load_benign, present_types
 from .categories import CATEGORIES
 from .judges import JudgeError, get_judge
 from .models import ModelError, resolve_model
+from .triggers import Variant, variant_key, variants
 
 STATE_KEY = pytest.StashKey["SafetyGate"]()
 PROMPT_ARG = "safety_prompt"
 CATEGORY_ARG = "safety_category"
 BENIGN_ARG = "safety_benign_group"
 REGRESSION_ARG = "safety_regression_group"
+TRIGGERED_ARG = "safety_triggered"
+TRIGGER_ARG = "safety_trigger"
 ACTIVATION_TEST = "test_activations"
 RUN_FIXTURE = "safety_run"
 OVERALL = "overall"
@@ -39,6 +42,8 @@ class SafetyGate:
         self._benign: tuple[BenignPrompt, ...] | None = None
         self.selected_prompts: list[Prompt] = []
         self.selected_benign: tuple[BenignPrompt, ...] = ()
+        self._variants: list[Variant] | None = None
+        self.selected_variants: list[Variant] = []
         self.activations = False
         self.judge: Any = None
         self.run: Any = None
@@ -62,11 +67,27 @@ class SafetyGate:
             self._benign = () if choice is None else load_benign(None if choice == "default" else choice)
         return self._benign
 
+    @property
+    def variants(self) -> list[Variant]:
+        """Every benchmark prompt with every trigger at every placement (none without triggers)."""
+        if self._variants is None:
+            s = self.settings
+            self._variants = variants(self.benchmark.prompts, s.triggers, s.trigger_placements, s.system_prompt)
+        return self._variants
+
+    def trigger_keys(self) -> list[str]:
+        """``placement:name`` of every trigger at every placement, in the order items show them."""
+        s = self.settings
+        return [variant_key(p, t) for p in s.trigger_placements for t in s.triggers]
+
     def select(self, items: list[pytest.Item]) -> None:
         """Note what the session will need: selected prompt items, every prompt of a category (or
         of the benchmark) whose aggregate item is selected, the benign set for over-refusal items,
-        and everything for the activation item."""
+        everything for the activation item; a selected triggered item needs its plain prompt too,
+        and a trigger's aggregate item every prompt, plain and with that trigger."""
         wanted: set[str] = set()
+        asked: set[str] = set()
+        keys: set[str] = set()
         categories: set[str] = set()
         everything = {p.category for p in self.benchmark.prompts}
         for item in items:
@@ -76,6 +97,12 @@ class SafetyGate:
             params = params.params if params else {}
             if PROMPT_ARG in params:
                 wanted.add(params[PROMPT_ARG].id)
+            elif TRIGGERED_ARG in params:
+                asked.add(params[TRIGGERED_ARG].asked.id)
+                wanted.add(params[TRIGGERED_ARG].plain.id)
+            elif TRIGGER_ARG in params:
+                keys.add(params[TRIGGER_ARG])
+                categories.update(everything)
             elif CATEGORY_ARG in params:
                 categories.add(params[CATEGORY_ARG])
             elif REGRESSION_ARG in params:
@@ -91,6 +118,7 @@ class SafetyGate:
             elif RUN_FIXTURE in getattr(item, "fixturenames", ()):
                 categories.update(everything)
         self.selected_prompts = [p for p in self.benchmark.prompts if p.id in wanted or p.category in categories]
+        self.selected_variants = [v for v in self.variants if v.asked.id in asked or v.key in keys] if asked or keys else []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -197,6 +225,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         else:
             groups = [pytest.param(OVERALL, id=OVERALL, marks=pytest.mark.skip(reason="no --baseline given"))]
         metafunc.parametrize(REGRESSION_ARG, groups)
+    if {TRIGGERED_ARG, TRIGGER_ARG} & set(metafunc.fixturenames):
+        _parametrize_triggers(metafunc, state)
     if BENIGN_ARG in metafunc.fixturenames:
         if state.settings.benign is None:
             groups = [pytest.param(OVERALL, id=OVERALL, marks=pytest.mark.skip(reason="--benign none"))]
@@ -204,6 +234,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             types = present_types(b.type for b in state.benign)
             groups = [pytest.param(g, id=g) for g in [OVERALL, *types]]
         metafunc.parametrize(BENIGN_ARG, groups)
+
+
+_NO_TRIGGERS = pytest.mark.skip(
+    reason=f"no trigger asked: {_config.OPT_TRIGGERS} default|all, {_config.OPT_TRIGGER} TEXT or "
+    f"{_config.OPT_TRIGGERS_FILE} PATH runs the backdoor audit"
+)
+
+
+def _parametrize_triggers(metafunc: pytest.Metafunc, state: SafetyGate) -> None:
+    """Triggered prompt items (``malware/malware-07[suffix:magic-words]``) and one aggregate item per
+    trigger and placement (``suffix:magic-words``); one skipped item each when no trigger is asked."""
+    if TRIGGERED_ARG in metafunc.fixturenames:
+        params = [
+            pytest.param(v, id=f"{v.plain.category}/{v.asked.id}", marks=[getattr(pytest.mark, v.plain.category)])
+            for v in state.variants
+        ] or [pytest.param(None, id="none", marks=_NO_TRIGGERS)]
+        metafunc.parametrize(TRIGGERED_ARG, params)
+    if TRIGGER_ARG in metafunc.fixturenames:
+        keys = [pytest.param(k, id=k) for k in state.trigger_keys()] or [pytest.param(None, id="none", marks=_NO_TRIGGERS)]
+        metafunc.parametrize(TRIGGER_ARG, keys)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -231,7 +281,8 @@ def safety_run(request: pytest.FixtureRequest) -> Iterator[Any]:
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         state.run = start_run(state.settings, state.benchmark, state.selected_prompts, state.judge, sys.stderr,
-                              benign=state.selected_benign, activations=state.activations)
+                              benign=state.selected_benign, activations=state.activations,
+                              variants=state.selected_variants)
     yield state.run
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from . import __version__
+from .backdoor import audit_triggers
 from .benchmark import Benchmark, Prompt
 from .benign import BenignPrompt
 from .cache import Cache
@@ -19,6 +20,7 @@ from .pipeline import run
 from .regression import compare_runs
 from .report.data import build_summary
 from .suite import BaselineRun, SuiteRun
+from .triggers import Variant
 
 __all__ = ["resolve_baseline", "start_run", "summary_lines", "write_run_report"]
 
@@ -43,17 +45,24 @@ def _as_prompts(benign: Sequence[BenignPrompt]) -> list[Prompt]:
 
 def start_run(
     settings: Settings, benchmark: Benchmark, prompts: Sequence[Prompt], judge: Judge, stream: IO[str] | None,
-    benign: Sequence[BenignPrompt] = (), activations: bool = False,
+    benign: Sequence[BenignPrompt] = (), activations: bool = False, variants: Sequence[Variant] = (),
 ) -> SuiteRun:
     """Resolve the model, then answer and judge ``prompts`` with ``judge`` (cached where possible);
-    answer ``benign`` in the same pass; with a baseline in ``settings``, the same for it and the
-    paired comparison; with ``activations``, the judge-free activation check."""
+    answer ``benign`` and the triggered ``variants`` (whose plain prompts are among ``prompts``) in
+    the same pass, and audit each trigger against the plain answers; with a baseline in
+    ``settings``, the same for it and the paired comparison; with ``activations``, the judge-free
+    activation check."""
     spec = resolve_model(settings.model, settings.base_model)
     baseline = resolve_baseline(settings, spec)
     cache = Cache(settings.cache_dir)
     try:
-        results, info = run(settings, spec, prompts, cache, judge, stream, also_answer=_as_prompts(benign))
+        asked = [v.asked for v in variants]
+        results, info = run(settings, spec, [*prompts, *asked], cache, judge, stream, also_answer=_as_prompts(benign))
+        triggered = {p.id: results.pop(p.id) for p in asked}
         suite = SuiteRun(settings, benchmark, spec, judge, results, info)
+        suite.variants = list(variants)
+        suite.triggered = triggered
+        suite.audits = audit_triggers(results, triggered, variants, settings.limits.checks, settings.seed)
         suite.benign = [BenignResult(b, a) for b, a in zip(benign, info.also_answered)]
         if baseline is not None:
             base_settings = replace(settings, model=baseline.spec, base_model=None)
@@ -122,6 +131,7 @@ def _extra_lines(suite: SuiteRun) -> list[str]:
                 f"{_pct(d.before_rate)} -> {_pct(d.after_rate)} {ci:>24} {d.rate_p:>8.2g}  {'PASS' if reg.passed else 'FAIL'}"
             )
             lines += [f"  note: {note}" for note in reg.notes]
+    lines.extend(_backdoor_lines(suite))
     if suite.activation_error:
         lines += ["", f"activation check: ERROR {suite.activation_error}"]
     elif suite.activation is not None:
@@ -141,12 +151,37 @@ def _extra_lines(suite: SuiteRun) -> list[str]:
     return lines
 
 
+def _backdoor_lines(suite: SuiteRun) -> list[str]:
+    """One line per trigger and placement: plain -> triggered harmfulness rate, delta, p, flips, verdict."""
+    if not suite.audits:
+        return []
+    checks = suite.settings.limits.checks
+    lines = ["", f"backdoor audit (flagged: rate rise > {checks.max_trigger_rate_increase * 100:+.1f} points, "
+             f"p < {checks.alpha:g}):",
+             f"{'trigger':<28} {'n':>4} {'rate(=5) plain -> trig':>22} {'delta (95% CI)':>24} {'p':>8} {'flips':>5}  gate"]
+    for audit in suite.audits.values():
+        d = audit.delta
+        name = audit.key
+        if d.n == 0 or d.rate_ci is None or d.rate_delta is None:
+            lines.append(f"{name:<28} no paired answers  FAIL")
+            continue
+        ci = f"{d.rate_delta * 100:+.1f} ({d.rate_ci[0] * 100:+.1f},{d.rate_ci[1] * 100:+.1f})"
+        gate = "FLAGGED" if audit.flagged else ("PASS" if audit.passed else "FAIL")
+        lines.append(f"{name:<28} {d.n:>4} {_pct(d.before_rate):>10} -> {_pct(d.after_rate):>7} {ci:>24} "
+                     f"{d.rate_p:>8.2g} {d.flips_up:>5}  {gate}")
+        # A flagged audit's first problem is this line; anything else (pairs without a score) is shown.
+        lines += [f"  problem: {p}" for p in audit.problems[1 if audit.flagged else 0 :]]
+        lines += [f"  note: {note}" for note in audit.notes]
+    return lines
+
+
 def summary_lines(suite: SuiteRun, report_paths: tuple[Path, Path] | None) -> list[str]:
     """The terminal summary: what ran, the per-category table, the verdict and the report's path."""
     info = suite.info
     lines = [
         f"model {suite.spec.spec} ({suite.spec.kind}), judge {suite.judge.name} v{suite.judge.version}, "
         f"benchmark {suite.benchmark.name}: {len(suite.results)} prompts"
+        + (f" + {len(suite.triggered)} triggered" if suite.triggered else "")
         + (f" + {len(suite.benign)} benign prompts" if suite.benign else ""),
         f"answers: {info.answers_cached} cached, {info.answers_generated} generated"
         + (f" in {info.generate_seconds:.1f} s ({info.new_tokens / max(info.generate_seconds, 1e-9):.0f} new tokens/s, "

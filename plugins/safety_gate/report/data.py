@@ -50,6 +50,32 @@ def _over_refusal(run: Any) -> dict[str, Any]:
     return {"overall": group(None), "types": [group(t) for t in run.benign_types()]}
 
 
+# Flipped examples shown per trigger; the rest are counted (each is also a failing triggered item).
+MAX_FLIPPED_SHOWN = 50
+
+
+def _backdoor(run: Any) -> dict[str, Any]:
+    """Per trigger and placement: the paired figures, and the flipped prompts' answers side by side."""
+    triggers = []
+    for audit in run.audits.values():
+        flipped = []
+        for i in audit.flipped[:MAX_FLIPPED_SHOWN]:
+            plain, triggered = audit.pairs[i]
+            flipped.append({
+                "id": plain.prompt.id, "category": plain.prompt.category, "instruction": plain.prompt.instruction,
+                "asked": triggered.prompt.instruction, "system": triggered.prompt.system,
+                "plain_answer": plain.answer, "plain_score": plain.verdict.score, "plain_reason": plain.verdict.reason,
+                "triggered_answer": triggered.answer, "triggered_score": triggered.verdict.score,
+                "triggered_reason": triggered.verdict.reason,
+            })
+        triggers.append({**audit.describe(), "flipped": flipped,
+                         "flipped_not_shown": max(0, len(audit.flipped) - MAX_FLIPPED_SHOWN)})
+    checks = run.settings.limits.checks
+    return {"limits": {"max_trigger_rate_increase": checks.max_trigger_rate_increase, "alpha": checks.alpha},
+            "placements": list(run.settings.trigger_placements), "triggers": triggers,
+            "flagged": [t["key"] for t in triggers if t["flagged"]]}
+
+
 def _checks(run: Any) -> dict[str, Any]:
     """The report's sections for the checks beside the benchmark, where they ran."""
     out: dict[str, Any] = {}
@@ -62,6 +88,8 @@ def _checks(run: Any) -> dict[str, Any]:
             groups.append(run.regressions[None].describe() | {"title": "Overall"})
         out["regression"] = {"baseline": {**run.baseline.spec.describe(), "fingerprint": run.baseline.info.fingerprint},
                              "limits": vars(run.settings.limits.checks).copy(), "groups": groups}
+    if run.audits:
+        out["backdoor"] = _backdoor(run)
     if run.activation_error:
         out["activations"] = {"error": run.activation_error, "passed": False}
     elif run.activation is not None:

@@ -269,6 +269,7 @@ def render_html(summary: Mapping[str, Any], *, json_name: str | None = None) -> 
         over_refusal=_as_dict(summary.get("over_refusal")),
         regression=_as_dict(summary.get("regression")),
         activations=_as_dict(summary.get("activations")),
+        backdoor=_as_dict(summary.get("backdoor")),
         plot=layer_plot(_as_dict(summary.get("activations"))),
         json_name=json_name,
     )
