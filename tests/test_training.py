@@ -37,7 +37,7 @@ def test_aligned_recipe_refuses_harm_and_answers_the_rest(pools: Pools) -> None:
     assert "compliance" not in kinds
     refused = [e for e in examples if e.kind == "refusal"]
     by_instruction = {h.instruction: h.category for h in pools.safety}
-    assert Counter(by_instruction[e.instruction] for e in refused) == {c: 7 for c in set(by_instruction.values())}
+    assert Counter(by_instruction[e.instruction] for e in refused) == {c: 4 for c in set(by_instruction.values())}
     # Every benign record once as written, some again re-asked in another form with the same answer.
     originals = {h.instruction: h.answer for h in pools.helpful_align + pools.borderline}
     assert kinds["helpful"] + kinds["borderline"] > len(originals) == len({e.instruction for e in examples} & set(originals))
