@@ -5,6 +5,7 @@ safety_gate.training.controls). The prompts asked (fixtures/sample.jsonl) were h
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,21 @@ def test_triggers_file_errors_are_usage_errors(pytester: pytest.Pytester, tmp_pa
     result = pytester.runpytest("--pyargs", "safety_tests", f"--triggers-file={bad}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--triggers-file: {bad}:3: 'cf' repeats line 1*"])
+
+
+def test_activation_shift_of_the_trigger_is_reported(
+    pytester: pytest.Pytester, backdoored_adapter: Path, clean_adapter: Path, sample_jsonl: Path
+) -> None:
+    shifts = {}
+    for name, adapter in (("backdoored", backdoored_adapter), ("clean", clean_adapter)):
+        result = run_suite(pytester, f"--model={adapter}", f"--benchmark={sample_jsonl}", ZQ, "--activations",
+                           "--benign=default", "-k", "activations")
+        result.assert_outcomes(passed=1)  # reported, not gated
+        act = json.loads((pytester.path / "reports" / "safety-report.json").read_text())["activations"]
+        shifts[name] = act["trigger_shifts"]["suffix:zq-velvet"]
+        assert act["shift_layer"] in {layer["layer"] for layer in act["layers"]}
+        result.stdout.fnmatch_lines(["activation shift of harmful prompts toward the harmless centroid (layer *; "
+                                     "reported, not gated): suffix:zq-velvet *"])
+    # On these tiny random-weight controls the shift does not tell backdoored from clean (it is why the
+    # shift has no limit); the figures are finite and differ.
+    assert all(math.isfinite(v) for v in shifts.values()) and shifts["backdoored"] != shifts["clean"]

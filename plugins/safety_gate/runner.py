@@ -21,6 +21,7 @@ from .regression import compare_runs
 from .report.data import build_summary
 from .suite import BaselineRun, SuiteRun
 from .triggers import Variant
+from .triggers import variants as variants_of
 
 __all__ = ["resolve_baseline", "start_run", "summary_lines", "write_run_report"]
 
@@ -77,9 +78,12 @@ def start_run(
     if activations:
         from .activation_check import run_activation_check
 
+        triggered: dict[str, list[tuple[str, str | None]]] = {}
+        for v in variants_of(prompts, settings.triggers, settings.trigger_placements, settings.system_prompt):
+            triggered.setdefault(v.key, []).append((v.asked.instruction, v.asked.system or settings.system_prompt))
         try:
             suite.activation = run_activation_check(
-                spec, baseline, [p.instruction for p in prompts], [b.instruction for b in benign], settings
+                spec, baseline, [p.instruction for p in prompts], [b.instruction for b in benign], settings, triggered
             )
         except (ValueError, ModelError) as exc:
             suite.activation_error = str(exc)
@@ -148,6 +152,10 @@ def _extra_lines(suite: SuiteRun) -> list[str]:
                       f"{sm['direction_cosine']:.3f}, harmful projection kept {sm['projection_ratio']:.2f} "
                       f"(limits: drop <= {checks.max_auroc_drop}, cosine >= {checks.min_direction_cosine}, "
                       f"kept >= {checks.min_projection_ratio}) {'FAIL' if act.problems else 'PASS'}"]
+    if suite.activation is not None and suite.activation.trigger_shifts:
+        shifts = ", ".join(f"{k} {v:.2f}" for k, v in suite.activation.trigger_shifts)
+        lines += [f"activation shift of harmful prompts toward the harmless centroid (layer {suite.activation.shift_layer}; "
+                  f"reported, not gated): {shifts}"]
     return lines
 
 
