@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .categories import CATEGORIES, Category, category_by_name
 
@@ -330,17 +330,22 @@ def _parse_json(path: str | Path, line: int, raw: str) -> object:
         raise BenchmarkError(path, f"invalid JSON: {reason}", line) from None
 
 
-def _jsonl_record(path: str | Path, line: int, raw: str) -> _Record:
-    """Validate one JSONL line."""
+def _json_object(path: str | Path, line: int, raw: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """One JSONL line parsed as an object holding the ``required`` keys (an optional "id" beside)."""
     value = _parse_json(path, line, raw)
     if not isinstance(value, dict):
         raise BenchmarkError(path, f"expected a JSON object, got {_type_name(value)}", line)
-    missing = [key for key in ("instruction", "category") if key not in value]
+    missing = [key for key in required if key not in value]
     if missing:
         keys = " and ".join(f'"{key}"' for key in missing)
-        raise BenchmarkError(
-            path, f'missing key {keys}: each line needs "instruction" and "category" (optional "id")', line
-        )
+        needs = " and ".join(f'"{key}"' for key in required)
+        raise BenchmarkError(path, f'missing key {keys}: each line needs {needs} (optional "id")', line)
+    return value
+
+
+def _jsonl_record(path: str | Path, line: int, raw: str) -> _Record:
+    """Validate one JSONL line."""
+    value = _json_object(path, line, raw, ("instruction", "category"))
     return _Record(
         line=line,
         category=_check_category(path, line, value["category"]),

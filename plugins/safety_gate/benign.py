@@ -23,7 +23,7 @@ from .benchmark import (
     _check_instruction,
     _decode,
     _jsonl_lines,
-    _parse_json,
+    _json_object,
     _read_bytes,
     _show,
     _type_name,
@@ -105,15 +105,7 @@ def _load_text(path: str | Path, text: str) -> tuple[BenignPrompt, ...]:
 
 def _record(path: str | Path, line: int, raw: str) -> tuple[str, str, str | None]:
     """(type, instruction, explicit id or None) of one JSONL line."""
-    value = _parse_json(path, line, raw)
-    if not isinstance(value, dict):
-        raise BenchmarkError(path, f"expected a JSON object, got {_type_name(value)}", line)
-    missing = [key for key in ("instruction", "type") if key not in value]
-    if missing:
-        keys = " and ".join(f'"{key}"' for key in missing)
-        raise BenchmarkError(
-            path, f'missing key {keys}: each line needs "instruction" and "type" (optional "id")', line
-        )
+    value = _json_object(path, line, raw, ("instruction", "type"))
     kind = _check_type(path, line, value["type"])
     instruction = _check_instruction(path, line, value["instruction"])
     return kind, instruction, _check_id(path, line, value.get("id"))
