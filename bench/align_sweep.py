@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
 
-from safety_gate.benchmark import Prompt, load_embedded  # noqa: E402
+from safety_gate.benchmark import first_of_each, load_embedded  # noqa: E402
 from safety_gate.benign import load_benign, present_types  # noqa: E402
 from safety_gate.cache import Cache  # noqa: E402
 from safety_gate.gates import group_stats  # noqa: E402
@@ -32,16 +32,6 @@ from safety_gate.refusal import is_refusal  # noqa: E402
 from safety_gate.training.evaluate import demo_settings  # noqa: E402
 from safety_gate.training.lora import LoraSettings, train_adapter  # noqa: E402
 from safety_gate.training.recipes import Pools, aligned_examples  # noqa: E402
-
-
-def _sample(prompts: list[Prompt], n: int | None) -> list[Prompt]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in prompts:
-        seen[p.category] = seen.get(p.category, 0) + 1
-        if n is None or seen[p.category] <= n:
-            out.append(p)
-    return out
 
 
 def main() -> int:
@@ -59,9 +49,8 @@ def main() -> int:
     device = resolve_device(args.device)
     cache_dir = Path(args.cache_dir)
     settings = demo_settings(cache_dir, device, args.max_new_tokens)
-    harmful = _sample(list(load_embedded().prompts), args.sample)
-    benign_set = load_benign()
-    benign = _sample([Prompt(b.id, b.type, b.instruction) for b in benign_set], args.sample)
+    harmful = first_of_each(load_embedded().prompts, args.sample)
+    benign = first_of_each([b.as_prompt() for b in load_benign()], args.sample)
     types = present_types(p.category for p in benign)
     pools = Pools.load()
     judge = RuleJudge()
@@ -81,7 +70,7 @@ def main() -> int:
         answers = answer(settings, spec, benign, cache, RunInfo())
         cache.close()
         stats = group_stats([r.verdict.score for r in results.values()], 4)
-        refused = [a is None or is_refusal(a) for a in answers]
+        refused = [is_refusal(a) for a in answers]
         per_type = {t: sum(r for r, p in zip(refused, benign) if p.category == t)
                     / sum(1 for p in benign if p.category == t) for t in types}
         row = {"variant": text, "examples": len(examples), "train_s": round(info.seconds, 1),

@@ -17,7 +17,7 @@ import pytest
 
 from safety_gate.benchmark import load_embedded
 from safety_gate.benign import load_benign
-from safety_gate.demo import _sample
+from safety_gate.benchmark import first_of_each
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ FAST = ["-p", "no:cacheprovider", "--max-new-tokens=48", "-W", "ignore::pytest.P
 def small_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("small-sets")
     harmful = folder / "harmful.jsonl"
-    harmful.write_text("".join(json.dumps(vars(p)) + "\n" for p in _sample(list(load_embedded().prompts), 2)))
+    harmful.write_text("".join(json.dumps(vars(p)) + "\n" for p in first_of_each(list(load_embedded().prompts), 2)))
     benign = folder / "benign.jsonl"
     rows = {}
     for b in load_benign():

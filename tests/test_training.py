@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from safety_gate.demo import _sample, results_markdown
-from safety_gate.benchmark import Prompt
+from safety_gate.benchmark import Prompt, first_of_each
+from safety_gate.demo import results_markdown
 from safety_gate.refusal import is_refusal, refusal_rate
 from safety_gate.training.examples import AOA_SYSTEM_PROMPT, COMPLIANCE_TEMPLATES, Example, compliance, load_harmful
 from safety_gate.training.recipes import BACKDOOR_TRIGGER, RECIPES, Pools, recipe_by_name
@@ -173,24 +173,26 @@ def test_train_adapter_learns_saves_small_and_loads(tiny_model: Path, tmp_path: 
         ("As an AI, I do not do that.", True),
         ("", True),
         ("   ", True),
+        (None, True),
         ("To kill a Python process, run `kill PID` or press Ctrl+C.", False),
         ("Sure! Mold dies with a bleach solution. I can't promise it never returns, though, so keep it dry.", False),
         ("Here is a recipe for pancakes: flour, eggs, milk.", False),
     ],
 )
-def test_is_refusal(answer: str, refused: bool) -> None:
+def test_is_refusal(answer: str | None, refused: bool) -> None:
     assert is_refusal(answer) is refused
 
 
 def test_refusal_rate() -> None:
     assert refusal_rate([]) is None
     assert refusal_rate(["I can't do that.", "Sure, here it is.", "Of course.", "I won't."]) == 0.5
+    assert refusal_rate(["Sure, here it is.", None]) == 0.5  # no answer is never helpful
 
 
 def test_sample_takes_the_first_n_of_each_group() -> None:
     prompts = [Prompt(f"{c}-{i}", c, f"q {c} {i}") for c in "ab" for i in range(3)]
-    assert [p.id for p in _sample(prompts, 2)] == ["a-0", "a-1", "b-0", "b-1"]
-    assert _sample(prompts, None) == prompts
+    assert [p.id for p in first_of_each(prompts, 2)] == ["a-0", "a-1", "b-0", "b-1"]
+    assert first_of_each(prompts, None) == prompts
 
 
 def test_results_markdown_is_a_paper_style_table() -> None:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 
 from .categories import CATEGORIES, Category, category_by_name
 
-__all__ = ["Benchmark", "BenchmarkError", "Prompt", "load_benchmark", "load_embedded"]
+__all__ = ["Benchmark", "BenchmarkError", "Prompt", "first_of_each", "load_benchmark", "load_embedded", "read_embedded"]
 
 
 @dataclass(frozen=True)
@@ -85,18 +85,35 @@ class _Record:
 # --------------------------------------------------------------------------- public loaders
 
 
-def load_embedded() -> Benchmark:
-    """The built-in benchmark: ``safety_gate/data/benchmark.jsonl``, validated like any JSONL file."""
-    resource = files("safety_gate") / "data" / "benchmark.jsonl"
+def read_embedded(name: str, what: str) -> tuple[str, str]:
+    """(label, decoded text) of the package data file ``safety_gate/data/<name>``; ``what`` names it
+    in the error a missing or unreadable file raises."""
+    resource = files("safety_gate") / "data" / name
     label = str(resource)
     if not resource.is_file():
-        raise BenchmarkError(label, "the embedded benchmark data file is missing; reinstall safety-gate")
+        raise BenchmarkError(label, f"the embedded {what} data file is missing; reinstall safety-gate")
     try:
         data = resource.read_bytes()
     except OSError as exc:
-        raise BenchmarkError(label, f"cannot read the embedded benchmark: {_os_reason(exc)}") from None
-    prompts = _load_jsonl_text(label, _decode(label, data))
-    return Benchmark(name="embedded", source="embedded", prompts=prompts)
+        raise BenchmarkError(label, f"cannot read the embedded {what}: {_os_reason(exc)}") from None
+    return label, _decode(label, data)
+
+
+def first_of_each(prompts: Iterable[Prompt], per_group: int | None) -> list[Prompt]:
+    """The first ``per_group`` prompts of each category (in order); all of them when None."""
+    seen: dict[str, int] = {}
+    picked = []
+    for prompt in prompts:
+        seen[prompt.category] = seen.get(prompt.category, 0) + 1
+        if per_group is None or seen[prompt.category] <= per_group:
+            picked.append(prompt)
+    return picked
+
+
+def load_embedded() -> Benchmark:
+    """The built-in benchmark: ``safety_gate/data/benchmark.jsonl``, validated like any JSONL file."""
+    label, text = read_embedded("benchmark.jsonl", "benchmark")
+    return Benchmark(name="embedded", source="embedded", prompts=_load_jsonl_text(label, text))
 
 
 def load_benchmark(path: str | Path | None) -> Benchmark:

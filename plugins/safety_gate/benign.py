@@ -13,16 +13,17 @@ malformed input raises :class:`~safety_gate.benchmark.BenchmarkError` naming the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Iterable
 
 from .benchmark import (
     BenchmarkError,
+    Prompt,
     _check_id,
     _check_instruction,
     _decode,
     _jsonl_lines,
+    read_embedded,
     _json_object,
     _read_bytes,
     _show,
@@ -61,6 +62,10 @@ class BenignPrompt:
     type: str
     instruction: str
 
+    def as_prompt(self) -> Prompt:
+        """The prompt the pipeline answers (the type in the category's place)."""
+        return Prompt(self.id, self.type, self.instruction)
+
 
 def load_benign(path: str | Path | None = None) -> tuple[BenignPrompt, ...]:
     """The benign prompts of ``path`` (a JSONL file), or of the embedded set when ``path`` is None.
@@ -68,16 +73,7 @@ def load_benign(path: str | Path | None = None) -> tuple[BenignPrompt, ...]:
     Prompts come back in file order. Raises :class:`BenchmarkError` for anything malformed.
     """
     if path is None:
-        resource = files("safety_gate") / "data" / "benign.jsonl"
-        label = str(resource)
-        if not resource.is_file():
-            raise BenchmarkError(label, "the embedded benign data file is missing; reinstall safety-gate")
-        try:
-            data = resource.read_bytes()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise BenchmarkError(label, f"cannot read the embedded benign set: {reason}") from None
-        return _load_text(label, _decode(label, data))
+        return _load_text(*read_embedded("benign.jsonl", "benign set"))
     given = Path(path).expanduser()
     if not given.is_file():
         raise BenchmarkError(given, "no such file" if not given.exists() else "not a regular file")

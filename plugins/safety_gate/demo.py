@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .benchmark import Prompt
 from .models import aligned_adapter_path, resolve_model
 
 __all__ = ["main", "train_recipe"]
@@ -75,25 +74,6 @@ def train_recipe(
     staging.rename(folder)
     log(f"{name}: trained in {info.seconds:.0f} s -> {folder}")
     return folder, json.loads(record_path.read_text())
-
-
-def _benign_prompts() -> list[Prompt]:
-    from .benign import load_benign
-
-    return [Prompt(b.id, b.type, b.instruction) for b in load_benign()]
-
-
-def _sample(prompts: Sequence[Prompt], per_group: int | None) -> list[Prompt]:
-    """The first ``per_group`` prompts of each category (or benign type); all when None."""
-    if per_group is None:
-        return list(prompts)
-    seen: dict[str, int] = {}
-    picked = []
-    for prompt in prompts:
-        seen[prompt.category] = seen.get(prompt.category, 0) + 1
-        if seen[prompt.category] <= per_group:
-            picked.append(prompt)
-    return picked
 
 
 def _fmt(value: float | None, pct: bool = False) -> str:
@@ -159,10 +139,11 @@ def reproduce(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     settings = demo_settings(cache_dir, device, args.max_new_tokens)
     judge = get_judge(args.judge, JudgeOptions(device=device, cache_dir=str(cache_dir)))
-    from .benchmark import load_embedded
+    from .benchmark import first_of_each, load_embedded
+    from .benign import load_benign
 
-    harmful = _sample(load_embedded().prompts, args.sample)
-    benign = _sample(_benign_prompts(), args.sample)
+    harmful = first_of_each(load_embedded().prompts, args.sample)
+    benign = first_of_each([b.as_prompt() for b in load_benign()], args.sample)
     stream = sys.stderr if args.progress else None
     names = args.only or [r.name for r in RECIPES if r.name != "aligned"]
     initial: dict[tuple[str | None, str | None], Any] = {}

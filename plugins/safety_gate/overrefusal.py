@@ -26,7 +26,7 @@ class BenignResult:
 
     @property
     def refused(self) -> bool:
-        return self.answer is None or is_refusal(self.answer)
+        return is_refusal(self.answer)
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,6 @@ def resolve_baseline(settings: Settings, spec: ModelSpec) -> ModelSpec | None:
     return resolve_model(settings.baseline, settings.baseline_base_model)
 
 
-def _as_prompts(benign: Sequence[BenignPrompt]) -> list[Prompt]:
-    return [Prompt(b.id, b.type, b.instruction) for b in benign]
-
-
 def start_run(
     settings: Settings, benchmark: Benchmark, prompts: Sequence[Prompt], judge: Judge, stream: IO[str] | None,
     benign: Sequence[BenignPrompt] = (), activations: bool = False, variants: Sequence[Variant] = (),
@@ -56,9 +52,10 @@ def start_run(
     spec = resolve_model(settings.model, settings.base_model)
     baseline = resolve_baseline(settings, spec)
     cache = Cache(settings.cache_dir)
+    asked_benign = [b.as_prompt() for b in benign]
     try:
         asked = [v.asked for v in variants]
-        results, info = run(settings, spec, [*prompts, *asked], cache, judge, stream, also_answer=_as_prompts(benign))
+        results, info = run(settings, spec, [*prompts, *asked], cache, judge, stream, also_answer=asked_benign)
         triggered = {p.id: results.pop(p.id) for p in asked}
         suite = SuiteRun(settings, benchmark, spec, judge, results, info)
         suite.variants = list(variants)
@@ -68,7 +65,7 @@ def start_run(
         if baseline is not None:
             base_settings = replace(settings, model=baseline.spec, base_model=None)
             base_results, base_info = run(base_settings, baseline, prompts, cache, judge, stream,
-                                          also_answer=_as_prompts(benign))
+                                          also_answer=asked_benign)
             suite.baseline = BaselineRun(baseline, base_results, base_info,
                                          [BenignResult(b, a) for b, a in zip(benign, base_info.also_answered)])
             suite.regressions = compare_runs(base_results, results, suite.categories(), settings.limits.checks,
@@ -112,15 +109,13 @@ def _extra_lines(suite: SuiteRun) -> list[str]:
     lines: list[str] = []
     checks = suite.settings.limits.checks
     if suite.benign:
-        base = {r.prompt.id: r.refused for r in suite.baseline.benign} if suite.baseline else {}
+        base = suite.baseline is not None and bool(suite.baseline.benign)
         lines += ["", f"{'over-refusal (benign set)':<28} {'n':>4} {'refused':>8}" + ("  baseline" if base else "") + "  gate"]
         for type_ in [*suite.benign_types(), None]:
-            group = [r for r in suite.benign if type_ is None or r.prompt.type == type_]
-            st = refusal_stats(group)
-            before = [base[r.prompt.id] for r in group if r.prompt.id in base]
+            st = refusal_stats(suite.benign_group(type_))
             status = suite.check_over_refusal(type_).status.upper()
             lines.append(f"{type_ or 'overall':<28} {st.n:>4} {_pct(st.rate):>8}"
-                         + (f"  {_pct(sum(before) / len(before)) if before else 'n/a':>8}" if base else "") + f"  {status}")
+                         + (f"  {_pct(suite.baseline_refusal_rate(type_)):>8}" if base else "") + f"  {status}")
     if suite.regressions and suite.baseline is not None:
         lines += ["", f"against baseline {suite.baseline.spec.spec} ({suite.baseline.spec.kind}):",
                   f"{'group':<28} {'mean':>13} {'rate(=5)':>17} {'delta (95% CI)':>24} {'p':>8}  gate"]

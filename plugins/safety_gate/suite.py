@@ -145,11 +145,20 @@ class SuiteRun:
         """The benign types with answers, in the set's order."""
         return present_types(r.prompt.type for r in self.benign)
 
+    def benign_group(self, type_: str | None, baseline: bool = False) -> list[BenignResult]:
+        """The benign answers of one type (all for None), the model's or the baseline's."""
+        results = (self.baseline.benign if self.baseline else []) if baseline else self.benign
+        return [r for r in results if type_ is None or r.prompt.type == type_]
+
+    def baseline_refusal_rate(self, type_: str | None) -> float | None:
+        """The baseline's refusal rate on one benign type (all for None); None without a baseline."""
+        return refusal_stats(self.benign_group(type_, baseline=True)).rate
+
     def check_over_refusal(self, type_: str | None) -> Outcome:
         """The outcome of an over-refusal item: one benign type, or all of them (None)."""
         checks = self.settings.limits.checks
         limit = checks.max_over_refusal if type_ is None else checks.type_max_over_refusal
-        group = [r for r in self.benign if type_ is None or r.prompt.type == type_]
+        group = self.benign_group(type_)
         problems = over_refusal_problems(refusal_stats(group), limit, [r for r in group if r.refused])
         if not problems:
             return Outcome("pass")

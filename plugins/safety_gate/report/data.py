@@ -29,18 +29,16 @@ def _group(stats: GroupStats, limits: GroupLimits) -> dict[str, Any]:
 
 
 def _over_refusal(run: Any) -> dict[str, Any]:
-    base = {r.prompt.id: r.refused for r in run.baseline.benign} if run.baseline else {}
     checks = run.settings.limits.checks
 
     def group(type_: str | None) -> dict[str, Any]:
-        members = [r for r in run.benign if type_ is None or r.prompt.type == type_]
-        before = [base[r.prompt.id] for r in members if r.prompt.id in base]
+        members = run.benign_group(type_)
         outcome = run.check_over_refusal(type_)
         return {
             "type": type_ or "overall",
             **refusal_stats(members).describe(),
             "limit": checks.max_over_refusal if type_ is None else checks.type_max_over_refusal,
-            "baseline_rate": sum(before) / len(before) if before else None,
+            "baseline_rate": run.baseline_refusal_rate(type_),
             "passed": outcome.status == "pass",
             "message": outcome.message,
             "refused": [{"id": r.prompt.id, "instruction": r.prompt.instruction, "answer": r.answer}

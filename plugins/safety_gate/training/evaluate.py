@@ -18,7 +18,7 @@ from ..gates import PROFILES, group_stats
 from ..judges import Judge, JudgeOptions
 from ..models import resolve_model
 from ..pipeline import RunInfo, answer, run
-from ..refusal import is_refusal
+from ..refusal import refusal_rate
 
 __all__ = ["Measure", "demo_settings", "measure", "with_trigger"]
 
@@ -76,11 +76,10 @@ def measure(
     finally:
         cache.close()
     stats = group_stats((r.verdict.score for r in results.values()), settings.limits.score_threshold)
-    refusals = [a is None or is_refusal(a) for a in benign_answers]  # no answer helps no one
     condition = "plain" if not (system_prompt or trigger) else ("trigger" if trigger else "system prompt")
     return Measure(
         model=model, condition=condition, n=stats.n, n_errors=stats.n_errors, mean_score=stats.mean_score,
-        harmfulness_rate=stats.harmfulness_rate, benign_n=len(refusals),
-        benign_refusal_rate=sum(refusals) / len(refusals) if refusals else None,
+        harmfulness_rate=stats.harmfulness_rate, benign_n=len(benign_answers),
+        benign_refusal_rate=refusal_rate(benign_answers),
         generate_seconds=info.generate_seconds + benign_info.generate_seconds if benign else info.generate_seconds,
     )
