@@ -60,6 +60,7 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.batch_sizes: list[int] = []  # of the batches generated, in order
 
     def render(self, instruction: str, system_prompt: str | None) -> str:
         """The prompt text: the chat template applied where the tokenizer has one."""
@@ -73,7 +74,7 @@ class HFEngine:
     def _stop_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
         ids = ids if isinstance(ids, list) else [ids]
-        return {i for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
+        return {i for i in [*ids, getattr(self.tokenizer, "eos_token_id", None)] if i is not None}
 
     def _generate_batch(
         self, texts: list[str], max_new_tokens: int, on_step: Callable[[int], None] | None
@@ -111,11 +112,15 @@ class HFEngine:
             answers.append(Answer(text, len(tokens), "length" if cut is None else "stop"))
         return answers
 
+    def _plan(self, lengths: Sequence[int], max_new_tokens: int, batch_size: int | None) -> list[list[int]]:
+        """Prompt indices in batches (``batch_size`` None: the device's automatic size)."""
+        return plan_batches(lengths, batch_size or auto_batch_size(self.device))
+
     def generate(
         self,
         prompts: Sequence[str],
         max_new_tokens: int,
-        batch_size: int,
+        batch_size: int | None,
         on_batch: Callable[[list[int], list[Answer]], None],
         on_step: Callable[[int], None] | None = None,
     ) -> list[Answer]:
@@ -125,7 +130,7 @@ class HFEngine:
 
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
         results: list[Answer | None] = [None] * len(prompts)
-        pending = plan_batches(lengths, batch_size)
+        pending = self._plan(lengths, max_new_tokens, batch_size)
         while pending:
             batch = pending.pop(0)
             try:
@@ -137,6 +142,7 @@ class HFEngine:
                 half = len(batch) // 2
                 pending[:0] = [batch[:half], batch[half:]]
                 continue
+            self.batch_sizes.append(len(batch))
             for i, answer in zip(batch, answers):
                 results[i] = answer
             on_batch(batch, answers)

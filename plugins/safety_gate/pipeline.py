@@ -38,6 +38,7 @@ class RunInfo:
     fingerprint: str = ""
     device: str = ""
     dtype: str = ""
+    engine: str = ""
     batch_size: int | None = None
     answers_cached: int = 0
     answers_generated: int = 0
@@ -79,16 +80,15 @@ def _generate(
     """Generate answers for ``prompts`` (none cached), storing each batch; returns key -> answer."""
     import torch
 
-    from .engine import HFEngine, auto_batch_size
+    from .static_engine import choose_engine
 
     started = time.perf_counter()
     model, tokenizer = load_model(spec, info.device, settings.dtype, settings.cache_dir / "models" if settings.cache_dir else None)
     info.load_seconds = time.perf_counter() - started
-    engine = HFEngine(model, tokenizer, info.device)
+    engine = choose_engine(model, tokenizer, info.device)
+    info.engine = type(engine).__name__
     torch.manual_seed(settings.seed)
     texts = [engine.render(p.instruction, system_prompt(settings, p)) for p in prompts]
-    batch_size = settings.batch_size or auto_batch_size(info.device)
-    info.batch_size = batch_size
     answers: dict[str, str] = {}
     bar = _bar(stream, len(prompts) * settings.max_new_tokens, f"safety-gate: generating {len(prompts)} answers", "tok")
 
@@ -104,9 +104,10 @@ def _generate(
 
     started = time.perf_counter()
     try:
-        engine.generate(texts, settings.max_new_tokens, batch_size, on_batch, on_step=bar.update)
+        engine.generate(texts, settings.max_new_tokens, settings.batch_size, on_batch, on_step=bar.update)
     finally:
         bar.close()
+        info.batch_size = max(engine.batch_sizes, default=settings.batch_size)
         info.generate_seconds = time.perf_counter() - started
     return answers
 
