@@ -187,14 +187,18 @@ def test_unreachable_server_fails_every_prompt_with_the_reason() -> None:
     assert results == [None, None] and all("connection error" in r for r in got.errors.values())
 
 
-def test_interrupt_stops_new_requests(server: FakeOpenAI) -> None:
-    engine = make_engine(server, concurrency=2)
+def test_interrupt_stops_new_requests_and_cuts_those_in_flight(server: FakeOpenAI) -> None:
+    # The first prompt is answered at once, every other one would take 10 s.
+    server.fault_for = lambda body: None if body["messages"][-1]["content"] == "I 0." else Fault.sleep(10.0)
+    engine = make_engine(server, concurrency=2, timeout=30.0)
 
     def interrupted(indices: list[int], answers: list[Answer]) -> None:
         raise KeyboardInterrupt
 
+    started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         engine.generate([engine.render(f"I {i}.", None) for i in range(50)], 8, 2, interrupted)
+    assert time.monotonic() - started < 3.0  # not the 10 s of the request in flight
     time.sleep(0.1)
     assert len(server.requests) <= 4  # the first answer plus those in flight, never all 50
 

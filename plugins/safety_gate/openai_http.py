@@ -27,6 +27,7 @@ import json
 import queue
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -170,6 +171,7 @@ class Connection:
         else:
             self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
         self._used = False
+        self._aborted = False
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """POST ``body``; returns (status, lower-cased headers, body). A stale keep-alive connection is
@@ -177,12 +179,13 @@ class Connection:
         for fresh in (False, True):
             reused = self._used and self._conn.sock is not None
             try:
+                self._connect()
                 self._conn.request("POST", path, body=body, headers=headers)
                 response = self._conn.getresponse()
                 data = response.read()
             except _STALE_ERRORS:
                 self.close()
-                if reused and not fresh:
+                if reused and not fresh and not self._aborted:
                     continue
                 raise
             except BaseException:
@@ -194,10 +197,29 @@ class Connection:
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _connect(self) -> None:
+        """Open the socket now, unless aborted: ``abort`` either sees the socket or is seen here."""
+        if self._aborted:
+            raise ConnectionAbortedError("cancelled")
+        if self._conn.sock is None:
+            self._conn.connect()
+            if self._aborted:
+                raise ConnectionAbortedError("cancelled")
+
     def close(self) -> None:
         """Close the socket; the next request opens a new one."""
         self._conn.close()
         self._used = False
+
+    def abort(self) -> None:
+        """From another thread: end a request in flight at once (its thread sees a connection error)."""
+        self._aborted = True
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class ChatClient:
@@ -325,8 +347,8 @@ def map_concurrent(
     own keep-alive connection. ``on_done([(index, result), ...])`` is called in the calling thread
     with whatever has arrived since its last call, so results can be stored as they come. ``work``
     should turn its failures into results; an exception it raises anyway stops the batch and is
-    raised here. On an interrupt (or an exception from ``on_done``) the requests in flight finish,
-    no new ones start, and the exception propagates."""
+    raised here. On an interrupt (or an exception from ``on_done``) no new request starts, those in
+    flight are cut off (a generation may take minutes), and the exception propagates."""
     if not items:
         return
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -335,9 +357,11 @@ def map_concurrent(
     done: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
     stop = threading.Event()  # set when the caller is interrupted: workers take no more items
     errors: list[BaseException] = []
+    connections: list[Connection] = []
 
     def worker() -> None:
         conn = client.connection()
+        connections.append(conn)
         try:
             while not stop.is_set():
                 try:
@@ -372,8 +396,10 @@ def map_concurrent(
                         break
                 if batch:
                     on_done(batch)
-        except BaseException:  # Ctrl-C or a failing on_done: finish the requests in flight, start no more
+        except BaseException:  # Ctrl-C or a failing on_done: start no more requests, cut those in flight
             stop.set()
+            for conn in list(connections):
+                conn.abort()
             raise
     if errors:
         raise errors[0]
