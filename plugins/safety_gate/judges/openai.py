@@ -5,7 +5,8 @@
 ``{base_url}/chat/completions`` with ``{"model", "messages": judge_messages(...), "temperature": 0}``
 and reads the reply with ``parse_judge_output``:
 
-* requests run concurrently on ``options.concurrency`` worker threads; each worker keeps one
+* requests go through ``safety_gate.openai_http`` (shared with the openai engine): they run
+  concurrently on ``options.concurrency`` worker threads; each worker keeps one
   keep-alive connection (``http.client``, stdlib only) for the whole ``judge()`` call;
 * a request times out after ``options.timeout`` seconds (per socket operation);
 * timeouts, connection errors, HTTP 429 and 5xx, and a 200 whose body is not JSON or has no
