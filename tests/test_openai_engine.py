@@ -371,6 +371,8 @@ def test_plugin_end_to_end(pytester: pytest.Pytester, sample_jsonl: Path, server
     assert data["model"]["kind"] == "openai" and data["model"]["spec"] == "served-m"
     assert data["model"]["engine_stats"]["requests"] == 13 and data["run"]["engine_stats"]["errors"] == 1
     assert data["settings"]["server"]["model"] == "served-m" and data["overall"]["n_errors"] == 1
+    html = (pytester.path / "reports" / "safety-report.html").read_text()
+    assert "engine_stats" in html and "no answer was generated: HTTP 500" in html
     cache_dir = pytester.path / ".safety_gate_cache"
     with sqlite3.connect(cache_dir / "cache.sqlite3") as db:
         rows = db.execute("SELECT answer, n_tokens, finish FROM answers").fetchall()
