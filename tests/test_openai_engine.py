@@ -179,6 +179,16 @@ def test_4xx_is_not_retried_and_the_key_is_redacted(server: FakeOpenAI) -> None:
     assert len(server.requests) == 2
 
 
+def test_a_key_in_the_url_is_sent_but_never_shown(server: FakeOpenAI) -> None:
+    url = server.base_url.replace("http://", "http://user:pw@") + f"?api-key={KEY}"
+    server.fault_for = _fails_for(0, Fault.http(400))
+    engine = make_engine(server, base_url=url, max_retries=0)
+    got, _ = generate(engine, 2)
+    assert all(r.path == f"/v1/chat/completions?api-key={KEY}" for r in server.requests)
+    shown = got.errors[0] + repr(engine) + engine.endpoint + json.dumps(ServerOptions("m", base_url=url).describe())
+    assert KEY not in shown and "user:pw" not in shown and "HTTP 400 from http://127.0.0.1:" in got.errors[0]
+
+
 def test_unreachable_server_fails_every_prompt_with_the_reason() -> None:
     with FakeOpenAI() as srv:
         url = srv.base_url
@@ -241,7 +251,7 @@ def make_settings(tmp_path: Path, **options: Any):
     ({"baseline": "auto"}, "--baseline cannot be used with --engine=openai: it needs a second model"),
     ({"activations": True}, "--activations cannot be used with --engine=openai"),
     ({"engine_base_url": "ftp://x/v1"}, "--engine-base-url: engine 'openai': base URL 'ftp://x/v1' is not an http"),
-    ({"engine_timeout": -1.0}, "--engine-timeout: engine 'openai': timeout must be positive"),
+    ({"engine_timeout": -1.0}, "--engine-timeout must be positive (got -1)"),
     ({"engine_retries": -1}, "--engine-retries must be 0 or more"),
     ({"engine": "hf"}, "--engine-model is only used with --engine=openai"),
     ({"engine": "auto", "engine_model": None, "engine_base_url": "http://h/v1"}, "--engine-base-url is only used"),

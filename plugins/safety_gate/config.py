@@ -15,8 +15,8 @@ from typing import Any
 from .categories import CATEGORIES
 from .gates import Limits, LimitsError, limits_from_table
 from .judges import JudgeOptions
-from .openai_http import DEFAULT_BASE_URL
 from .openai_engine import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EngineError, OpenAIEngine, ServerOptions
+from .openai_http import DEFAULT_BASE_URL
 from .triggers import LIBRARY_SETS, PLACEMENTS, Trigger, TriggerError, library, load_triggers_file, user_triggers
 
 if sys.version_info >= (3, 11):
@@ -355,10 +355,12 @@ def _server(get: Any) -> ServerOptions | None:
         max_retries=DEFAULT_RETRIES if retries is None else retries,
         seed=get("seed") or 0,
     )
+    if options.timeout <= 0:
+        raise SettingsError(f"{OPT_ENGINE_TIMEOUT} must be positive (got {options.timeout:g})")
     if options.max_retries < 0:
         raise SettingsError(f"{OPT_ENGINE_RETRIES} must be 0 or more (got {options.max_retries})")
     try:
-        OpenAIEngine(options)  # checks the URL and timeout; opens nothing
+        OpenAIEngine(options)  # checks the URL; opens nothing
     except EngineError as exc:
-        raise SettingsError(f"{OPT_ENGINE_BASE_URL if 'URL' in str(exc) else OPT_ENGINE_TIMEOUT}: {exc}") from None
+        raise SettingsError(f"{OPT_ENGINE_BASE_URL}: {exc}") from None
     return options

@@ -107,8 +107,8 @@ _USERINFO_RE = re.compile(r"(//)[^/@\s]*@")
 
 
 def display_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages."""
-    return _USERINFO_RE.sub(r"\1", url)
+    """``url`` without any ``user:password@`` part or query (either may carry a key), for messages."""
+    return _USERINFO_RE.sub(r"\1", url).split("?", 1)[0]
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
