@@ -288,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = owner._begin(recorded)
         try:
             owner._wait(owner.latency)
-            if not self.path.endswith("/chat/completions"):
+            if not self.path.split("?", 1)[0].endswith("/chat/completions"):
                 self._send(404, b'{"error": {"message": "not found"}}')
                 return
             if fault is not None and fault.kind == "close":
