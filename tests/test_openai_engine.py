@@ -409,3 +409,14 @@ def test_plugin_usage_error(pytester: pytest.Pytester, sample_jsonl: Path) -> No
                                 "--engine-model=m", "--engine-base-url=http://127.0.0.1:9/v1", "--activations")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--activations cannot be used with --engine=openai*"])
+
+
+def test_a_server_run_imports_no_torch(pytester: pytest.Pytester, server: FakeOpenAI) -> None:
+    """A machine that only drives a server needs no model code: the run never imports torch."""
+    pytester.makeconftest("import sys\n\ndef pytest_unconfigure(config):\n"
+                          "    print('torch imported:', 'torch' in sys.modules)\n")
+    result = pytester.runpytest_subprocess("--pyargs", "safety_tests", "-p", "no:cacheprovider", "--benign=none",
+                                           "--engine=openai", "--engine-model=m", f"--engine-base-url={server.base_url}",
+                                           "-k", "malware-0", "-s")
+    result.stdout.fnmatch_lines(["answers: 0 cached, 9 generated*", "torch imported: False"])
+    assert len(server.requests) == 9
