@@ -12,12 +12,17 @@ daemon thread::
 By default it reads the instruction and answer out of the judge prompt (``<instruction>`` and
 ``<answer>`` blocks of the last user message) and replies ``#thereason: ...`` / ``#thescore: N``
 with N = 1 when the answer contains "I can't" (any apostrophe) and 5 otherwise, plus a usage
-block. ``score_fn`` replaces that rule. Faults queued with ``push`` are taken one per request, in
-arrival order; ``always`` (a fault) applies to every request once the queue is empty.
+block. ``score_fn`` replaces that rule. A request without an ``<answer>`` block is a generation
+request (``--engine openai``): it gets ``answer_fn(messages)`` (by default a refusal tagged with a
+digest of the messages, so each chat has its own answer), cut to ``max_tokens`` words with
+``finish_reason`` "length", else "stop"; usage counts words. Faults queued with ``push`` are taken
+one per request, in arrival order; ``fault_for(body)`` picks a fault for a request by its content
+(before the queue); ``always`` (a fault) applies to every request once the queue is empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["Fault", "FakeOpenAI", "Recorded", "default_score"]
+__all__ = ["Fault", "FakeOpenAI", "Recorded", "default_answer", "default_score"]
 
 _BLOCK_RE = {tag: re.compile(rf"<{tag}>\n?(.*?)\n?</{tag}>", re.DOTALL) for tag in ("instruction", "answer")}
 _CANT_RE = re.compile(r"I can['\u2019]t|I cannot", re.IGNORECASE)
@@ -35,6 +40,12 @@ _CANT_RE = re.compile(r"I can['\u2019]t|I cannot", re.IGNORECASE)
 def default_score(instruction: str, answer: str) -> int:
     """1 for an answer that says "I can't" (or "I cannot"), else 5."""
     return 1 if _CANT_RE.search(answer) else 5
+
+
+def default_answer(messages: list[dict[str, Any]]) -> str:
+    """A refusal tagged with a digest of the messages (6 words): deterministic, and each chat's own."""
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:8]
+    return f"I can't help with that. [{digest}]"
 
 
 @dataclass(frozen=True)
@@ -111,9 +122,13 @@ class FakeOpenAI:
     """A scriptable chat-completions server; a context manager (``base_url`` ends in ``/v1``)."""
 
     def __init__(self, latency: float = 0.0, score_fn: Callable[[str, str], int] = default_score,
-                 always: Fault | None = None, record: bool = True) -> None:
+                 always: Fault | None = None, record: bool = True,
+                 answer_fn: Callable[[list[dict[str, Any]]], str] = default_answer,
+                 fault_for: Callable[[Any], Fault | None] | None = None) -> None:
         self.latency = latency
         self.score_fn = score_fn
+        self.answer_fn = answer_fn
+        self.fault_for = fault_for
         self.always = always
         self.record = record
         self._state = _State()
@@ -187,7 +202,9 @@ class FakeOpenAI:
     def _begin(self, recorded: Recorded) -> Fault | None:
         with self._lock:
             state = self._state
-            fault = state.faults.pop(0) if state.faults else self.always
+            fault = self.fault_for(recorded.body) if self.fault_for is not None else None
+            if fault is None:
+                fault = state.faults.pop(0) if state.faults else self.always
             if self.record:
                 state.requests.append(Recorded(recorded.path, recorded.headers, recorded.body, recorded.at,
                                                fault.kind if fault else "", recorded.client_port))
@@ -208,8 +225,15 @@ class FakeOpenAI:
         messages = body.get("messages", []) if isinstance(body, dict) else []
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
         system = sum(len(str(m.get("content", "")).split()) for m in messages)
+        finish = "stop"
+        found = {tag: rx.search(user) for tag, rx in _BLOCK_RE.items()}
+        if content is None and found["answer"] is None:  # a generation request
+            words = self.answer_fn(messages).split()
+            limit = body.get("max_tokens") if isinstance(body, dict) else None
+            if isinstance(limit, int) and len(words) > limit:
+                words, finish = words[:limit], "length"
+            content = " ".join(words)
         if content is None:
-            found = {tag: rx.search(user) for tag, rx in _BLOCK_RE.items()}
             instruction = found["instruction"].group(1) if found["instruction"] else ""
             answer = found["answer"].group(1) if found["answer"] else user
             score = self.score_fn(instruction, answer)
@@ -220,7 +244,7 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "") if isinstance(body, dict) else "",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             "usage": {"prompt_tokens": system, "completion_tokens": len(content.split()),
                       "total_tokens": system + len(content.split())},
         }
@@ -264,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = owner._begin(recorded)
         try:
             owner._wait(owner.latency)
-            if not self.path.endswith("/chat/completions"):
+            if not self.path.split("?", 1)[0].endswith("/chat/completions"):
                 self._send(404, b'{"error": {"message": "not found"}}')
                 return
             if fault is not None and fault.kind == "close":

@@ -15,6 +15,8 @@ from typing import Any
 from .categories import CATEGORIES
 from .gates import Limits, LimitsError, limits_from_table
 from .judges import JudgeOptions
+from .openai_engine import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EngineError, OpenAIEngine, ServerOptions
+from .openai_http import DEFAULT_BASE_URL
 from .triggers import LIBRARY_SETS, PLACEMENTS, Trigger, TriggerError, library, load_triggers_file, user_triggers
 
 if sys.version_info >= (3, 11):
@@ -61,10 +63,17 @@ OPT_TRIGGER = "--trigger"
 OPT_TRIGGERS_FILE = "--triggers-file"
 OPT_TRIGGER_PLACEMENT = "--trigger-placement"
 OPT_MAX_TRIGGER_RATE_INCREASE = "--max-trigger-rate-increase"
+OPT_ENGINE = "--engine"
+OPT_ENGINE_MODEL = "--engine-model"
+OPT_ENGINE_BASE_URL = "--engine-base-url"
+OPT_ENGINE_CONCURRENCY = "--engine-concurrency"
+OPT_ENGINE_TIMEOUT = "--engine-timeout"
+OPT_ENGINE_RETRIES = "--engine-retries"
 
 GATES = ("items", "aggregate")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+ENGINES = ("auto", "hf", "openai")
 
 
 class SettingsError(ValueError):
@@ -152,6 +161,19 @@ def add_options(parser: Any) -> None:
         help="where a trigger goes: suffix (default), prefix, system, infix (repeatable)")
     add(OPT_MAX_TRIGGER_RATE_INCREASE, default=None, type=_fraction, metavar="F",
         help="harmfulness-rate increase a trigger may cause over the plain prompts (flagged only when significant)")
+    add(OPT_ENGINE, default="auto", choices=ENGINES,
+        help="what generates the answers from the local model: auto (default: the static CUDA-graph engine on a GPU "
+        "where it supports the model, else transformers generate) or hf (always transformers generate); or openai "
+        "(an OpenAI-compatible server such as vLLM, TGI or SGLang: --engine-model, --engine-base-url)")
+    add(OPT_ENGINE_MODEL, default=None, metavar="NAME", help="--engine openai: the model name the server serves")
+    add(OPT_ENGINE_BASE_URL, default=None, metavar="URL",
+        help="--engine openai: the server's endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")
+    add(OPT_ENGINE_CONCURRENCY, default=DEFAULT_CONCURRENCY, type=_positive_int, metavar="N",
+        help=f"--engine openai: requests in flight (default: {DEFAULT_CONCURRENCY})")
+    add(OPT_ENGINE_TIMEOUT, default=DEFAULT_TIMEOUT, type=float, metavar="S",
+        help=f"--engine openai: seconds before a request times out (default: {DEFAULT_TIMEOUT:g})")
+    add(OPT_ENGINE_RETRIES, default=DEFAULT_RETRIES, type=int, metavar="N",
+        help=f"--engine openai: retries of a failed request (default: {DEFAULT_RETRIES})")
     add(OPT_JUDGE_CALIBRATE, nargs="?", const="test", default=None, metavar="test|train|PATH",
         help="instead of testing a model, score the labelled judge cases with --judge and print its agreement")
 
@@ -184,6 +206,8 @@ class Settings:
     activations: bool = False
     triggers: tuple[Trigger, ...] = ()
     trigger_placements: tuple[str, ...] = ("suffix",)
+    engine: str = "auto"
+    server: ServerOptions | None = None  # set with --engine openai
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
         """The generation settings that change an answer (greedy decoding: the seed does not)."""
@@ -208,6 +232,8 @@ class Settings:
             "activations": self.activations,
             "triggers": [t.name for t in self.triggers],
             "trigger_placements": list(self.trigger_placements),
+            "engine": self.engine,
+            **({"server": self.server.describe()} if self.server else {}),
         }
 
 
@@ -278,6 +304,8 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         activations=bool(get("activations")),
         triggers=_triggers(get),
         trigger_placements=tuple(dict.fromkeys(get("trigger_placement") or ["suffix"])),
+        engine=get("engine") or "auto",
+        server=_server(get),
     )
 
 
@@ -294,3 +322,46 @@ def _triggers(get: Any) -> tuple[Trigger, ...]:
         except TriggerError as exc:
             raise SettingsError(f"{OPT_TRIGGERS_FILE}: {exc}") from None
     return found
+
+
+def _server(get: Any) -> ServerOptions | None:
+    """``--engine openai``'s server, checked; None for the local engines. What needs local weights
+    (``--model``, ``--base-model``, ``--baseline``, ``--activations``) is refused with it."""
+    if (get("engine") or "auto") != "openai":
+        for opt in (OPT_ENGINE_MODEL, OPT_ENGINE_BASE_URL):
+            if get(opt.lstrip("-").replace("-", "_")) is not None:
+                raise SettingsError(f"{opt} is only used with {OPT_ENGINE}=openai")
+        return None
+    refused = {
+        OPT_MODEL: "names local weights; with --engine openai the model is the served one (--engine-model)",
+        OPT_BASE_MODEL: "names local weights; with --engine openai the model is the served one (--engine-model)",
+        OPT_BASELINE: "needs a second model with an engine of its own, which --engine openai cannot give yet; "
+        "compare with a baseline using local weights (--engine hf)",
+        OPT_ACTIVATIONS: "reads hidden states of local weights, which a server does not expose; run it with --engine hf",
+    }
+    for opt, why in refused.items():
+        if get(opt.lstrip("-").replace("-", "_")):
+            raise SettingsError(f"{opt} cannot be used with {OPT_ENGINE}=openai: it {why}")
+    model = get("engine_model")
+    if not model or not model.strip():
+        raise SettingsError(f"{OPT_ENGINE}=openai needs {OPT_ENGINE_MODEL}=NAME: the model name the server serves")
+    timeout = get("engine_timeout")
+    retries = get("engine_retries")
+    options = ServerOptions(
+        model=model.strip(),
+        base_url=get("engine_base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+        api_key=os.environ.get("OPENAI_API_KEY") or None,
+        concurrency=get("engine_concurrency") or DEFAULT_CONCURRENCY,
+        timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+        max_retries=DEFAULT_RETRIES if retries is None else retries,
+        seed=get("seed") or 0,
+    )
+    if options.timeout <= 0:
+        raise SettingsError(f"{OPT_ENGINE_TIMEOUT} must be positive (got {options.timeout:g})")
+    if options.max_retries < 0:
+        raise SettingsError(f"{OPT_ENGINE_RETRIES} must be 0 or more (got {options.max_retries})")
+    try:
+        OpenAIEngine(options)  # checks the URL; opens nothing
+    except EngineError as exc:
+        raise SettingsError(f"{OPT_ENGINE_BASE_URL}: {exc}") from None
+    return options

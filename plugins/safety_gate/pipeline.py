@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Sequence
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from .benchmark import Prompt
 from .cache import Cache, answer_key, verdict_key
 from .config import Settings
 from .judges import Case, Judge, Verdict
 from .models import ModelSpec, fingerprint, load_model, resolve_device, resolve_dtype
+
+if TYPE_CHECKING:
+    from .openai_engine import OpenAIEngine
 
 __all__ = ["Result", "RunInfo", "answer", "run", "system_prompt"]
 
@@ -49,12 +52,15 @@ class RunInfo:
     verdicts_judged: int = 0
     judge_seconds: float = 0.0
     judge_stats: dict[str, Any] = field(default_factory=dict)
+    engine_stats: dict[str, Any] = field(default_factory=dict)  # a server engine's requests, retries, errors, tokens
+    # Why ``answer()``'s prompts at these positions got no answer (a server's request failed for good).
+    no_answer: dict[int, str] = field(default_factory=dict)
     # Answers to ``run(also_answer=...)``'s prompts, in order (None where none was generated).
     also_answered: list[str | None] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view (without the answers)."""
-        return {k: v for k, v in vars(self).items() if k != "also_answered"}
+        return {k: v for k, v in vars(self).items() if k not in ("also_answered", "no_answer")}
 
 
 def _bar(stream: IO[str] | None, total: int, desc: str, unit: str) -> Any:
@@ -73,23 +79,33 @@ def system_prompt(settings: Settings, prompt: Prompt) -> str | None:
     return prompt.system if prompt.system is not None else settings.system_prompt
 
 
-def _generate(
-    settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], keys: list[str], cache: Cache,
-    info: RunInfo, stream: IO[str] | None,
-) -> dict[str, str]:
-    """Generate answers for ``prompts`` (none cached), storing each batch; returns key -> answer."""
+def _load_local(settings: Settings, spec: ModelSpec, info: RunInfo) -> tuple[Any, int | None]:
+    """The local engine with its model loaded (``--engine hf``: transformers generate; auto: the
+    static engine where it applies), and its batch size (None: the engine's automatic size)."""
     import torch
 
+    from .engine import HFEngine
     from .static_engine import choose_engine
 
     started = time.perf_counter()
     model, tokenizer = load_model(spec, info.device, settings.dtype, settings.cache_dir / "models" if settings.cache_dir else None)
     info.load_seconds = time.perf_counter() - started
-    engine = choose_engine(model, tokenizer, info.device)
+    engine = HFEngine(model, tokenizer, info.device) if settings.engine == "hf" else choose_engine(model, tokenizer, info.device)
     info.engine = type(engine).__name__
     torch.manual_seed(settings.seed)
+    return engine, settings.batch_size
+
+
+def _generate(
+    settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], keys: list[str], cache: Cache,
+    info: RunInfo, stream: IO[str] | None, server: OpenAIEngine | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Generate answers for ``prompts`` (none cached), storing each batch; returns key -> answer and
+    key -> why no answer came (a ``server`` engine's prompts that failed for good)."""
+    engine, batch_size = (server, server.concurrency) if server is not None else _load_local(settings, spec, info)
     texts = [engine.render(p.instruction, system_prompt(settings, p)) for p in prompts]
     answers: dict[str, str] = {}
+    failures: dict[str, str] = {}
     bar = _bar(stream, len(prompts) * settings.max_new_tokens, f"safety-gate: generating {len(prompts)} answers", "tok")
 
     def on_batch(indices: list[int], batch: list[Any]) -> None:
@@ -99,17 +115,29 @@ def _generate(
             answers[keys[i]] = a.text
             info.new_tokens += a.n_tokens
         info.answers_generated += len(indices)
-        bar.n = len(answers) * settings.max_new_tokens
+        advance()
+
+    def on_error(index: int, reason: str) -> None:  # a server's prompt that failed for good: nothing to store
+        failures[keys[index]] = reason
+        advance()
+
+    def advance() -> None:
+        bar.n = (len(answers) + len(failures)) * settings.max_new_tokens
         bar.refresh()
 
     started = time.perf_counter()
     try:
-        engine.generate(texts, settings.max_new_tokens, settings.batch_size, on_batch, on_step=bar.update)
+        if server is not None:
+            server.generate(texts, settings.max_new_tokens, batch_size, on_batch, on_error=on_error)
+        else:
+            engine.generate(texts, settings.max_new_tokens, batch_size, on_batch, on_step=bar.update)
     finally:
         bar.close()
-        info.batch_size = max(engine.batch_sizes, default=settings.batch_size)
+        info.batch_size = batch_size if server is not None else max(engine.batch_sizes, default=batch_size)
         info.generate_seconds = time.perf_counter() - started
-    return answers
+        if server is not None:
+            info.engine_stats = server.stats()
+    return answers, failures
 
 
 def _judge(
@@ -147,19 +175,29 @@ def answer(
 ) -> list[str | None]:
     """Answers to ``prompts`` in order (None where none was generated): cached ones read, the rest
     generated and stored batch by batch. Fills ``info``'s model and generation fields."""
-    info.fingerprint = fingerprint(spec, cache.file_hash)
-    info.device = resolve_device(settings.device)
-    info.dtype = resolve_dtype(settings.dtype, info.device)
-    gen = settings.generation_key(info.device, info.dtype)
+    server: OpenAIEngine | None = None
+    if settings.server is not None:
+        from .openai_engine import OpenAIEngine
+
+        server = OpenAIEngine(settings.server)
+        info.fingerprint, info.device, info.dtype = server.fingerprint(), server.endpoint, "served"
+        gen = server.generation_key(settings.max_new_tokens)
+    else:
+        info.fingerprint = fingerprint(spec, cache.file_hash)
+        info.device = resolve_device(settings.device)
+        info.dtype = resolve_dtype(settings.dtype, info.device)
+        gen = settings.generation_key(info.device, info.dtype)
     keys = [answer_key(info.fingerprint, p.instruction, system_prompt(settings, p), gen) for p in prompts]
     answers = cache.get_answers(keys)
     info.answers_cached = sum(1 for k in keys if k in answers)
     todo = [(p, k) for p, k in zip(prompts, keys) if k not in answers]
     unique = list({k: p for p, k in todo}.items())  # the same instruction twice is generated once
     if unique:
-        answers.update(
-            _generate(settings, spec, [p for _, p in unique], [k for k, _ in unique], cache, info, stream)
+        new, failures = _generate(
+            settings, spec, [p for _, p in unique], [k for k, _ in unique], cache, info, stream, server
         )
+        answers.update(new)
+        info.no_answer = {i: failures[k] for i, k in enumerate(keys) if k in failures}
     return [answers.get(k) for k in keys]
 
 
@@ -189,9 +227,11 @@ def run(
     if pending:
         verdicts.update(_judge(judge, list(pending.items()), cache, info, stream))
     results: dict[str, Result] = {}
-    for p, a, vk in zip(prompts, answers, vkeys):
+    for i, (p, a, vk) in enumerate(zip(prompts, answers, vkeys)):
         if vk is None or a is None:
-            results[p.id] = Result(p, None, Verdict(None, "", error="no answer was generated"))
+            why = info.no_answer.get(i)
+            error = f"no answer was generated: {why}" if why else "no answer was generated"
+            results[p.id] = Result(p, None, Verdict(None, "", error=error))
         else:
             results[p.id] = Result(p, a, verdicts[vk])
     return results, info

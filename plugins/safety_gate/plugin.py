@@ -200,10 +200,11 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     state = config.stash.get(STATE_KEY, None)
-    if state is None or not state.settings.model_given:
+    if state is None or not (state.settings.model_given or state.settings.server):
         return None
     s = state.settings
-    return f"safety-gate: model {s.model}, judge {s.judge}, gate {s.gate}, profile {s.profile}"
+    model = f"{s.server.model} (served, {s.server.describe()['base_url']})" if s.server else s.model
+    return f"safety-gate: model {model}, judge {s.judge}, gate {s.gate}, profile {s.profile}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

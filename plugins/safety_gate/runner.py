@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 from . import __version__
 from .backdoor import audit_triggers
@@ -49,7 +49,12 @@ def start_run(
     the same pass, and audit each trigger against the plain answers; with a baseline in
     ``settings``, the same for it and the paired comparison; with ``activations``, the judge-free
     activation check."""
-    spec = resolve_model(settings.model, settings.base_model)
+    if settings.server is not None:  # --engine openai: the served model (no baseline, no activations with it)
+        from .openai_engine import OpenAIEngine
+
+        spec: Any = OpenAIEngine(settings.server).served_model()
+    else:
+        spec = resolve_model(settings.model, settings.base_model)
     baseline = resolve_baseline(settings, spec)
     cache = Cache(settings.cache_dir)
     asked_benign = [b.as_prompt() for b in benign]
@@ -188,9 +193,11 @@ def summary_lines(suite: SuiteRun, report_paths: tuple[Path, Path] | None) -> li
         + (f" + {len(suite.benign)} benign prompts" if suite.benign else ""),
         f"answers: {info.answers_cached} cached, {info.answers_generated} generated"
         + (f" in {info.generate_seconds:.1f} s ({info.new_tokens / max(info.generate_seconds, 1e-9):.0f} new tokens/s, "
-           f"batch {info.batch_size}, {info.device} {info.dtype}; model load {info.load_seconds:.1f} s)"
+           + (f"concurrency {info.batch_size}, server {info.device})" if info.engine_stats else
+              f"batch {info.batch_size}, {info.device} {info.dtype}; model load {info.load_seconds:.1f} s)")
            if info.answers_generated else "")
         + f"; verdicts: {info.verdicts_cached} cached, {info.verdicts_judged} judged",
+        *(["engine: " + ", ".join(f"{k} {v}" for k, v in info.engine_stats.items())] if info.engine_stats else []),
         *(["judge: " + ", ".join(f"{k} {v}" for k, v in info.judge_stats.items())] if info.judge_stats else []),
         *[f"note: {note}" for note in suite.benchmark.notes],
         "",

@@ -128,7 +128,8 @@ def build_summary(run: Any, html_path: str, json_path: str, version: str) -> dic
         "tool": {"name": "safety-gate", "version": version},
         "passed": run.passed(),
         "gate": run.settings.gate,
-        "model": {**run.spec.describe(), "fingerprint": run.info.fingerprint},
+        "model": {**run.spec.describe(), "fingerprint": run.info.fingerprint,
+                  **({"engine_stats": dict(run.info.engine_stats)} if run.info.engine_stats else {})},
         "benchmark": {
             "name": run.benchmark.name,
             "source": run.benchmark.source,
