@@ -64,6 +64,7 @@ OPT_TRIGGERS_FILE = "--triggers-file"
 OPT_TRIGGER_PLACEMENT = "--trigger-placement"
 OPT_MAX_TRIGGER_RATE_INCREASE = "--max-trigger-rate-increase"
 OPT_ENGINE = "--engine"
+OPT_GPUS = "--gpus"
 OPT_ENGINE_MODEL = "--engine-model"
 OPT_ENGINE_BASE_URL = "--engine-base-url"
 OPT_ENGINE_CONCURRENCY = "--engine-concurrency"
@@ -165,6 +166,9 @@ def add_options(parser: Any) -> None:
         help="what generates the answers from the local model: auto (default: the static CUDA-graph engine on a GPU "
         "where it supports the model, else transformers generate) or hf (always transformers generate); or openai "
         "(an OpenAI-compatible server such as vLLM, TGI or SGLang: --engine-model, --engine-base-url)")
+    add(OPT_GPUS, default=1, type=_positive_int, metavar="N",
+        help="generate on N GPUs at once, one process and one model copy each, the prompts shared out "
+        "(default: 1; with --device cpu: N CPU processes)")
     add(OPT_ENGINE_MODEL, default=None, metavar="NAME", help="--engine openai: the model name the server serves")
     add(OPT_ENGINE_BASE_URL, default=None, metavar="URL",
         help="--engine openai: the server's endpoint (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")
@@ -208,10 +212,13 @@ class Settings:
     trigger_placements: tuple[str, ...] = ("suffix",)
     engine: str = "auto"
     server: ServerOptions | None = None  # set with --engine openai
+    gpus: int = 1
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
-        """The generation settings that change an answer (greedy decoding: the seed does not)."""
-        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "device": device, "dtype": dtype}
+        """The generation settings that change an answer (greedy decoding: the seed does not; on a
+        GPU the engine does, by rounding, in bfloat16)."""
+        key = {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "device": device, "dtype": dtype}
+        return {**key, "engine": self.engine} if device.startswith("cuda") else key
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view, for the report."""
@@ -233,6 +240,7 @@ class Settings:
             "triggers": [t.name for t in self.triggers],
             "trigger_placements": list(self.trigger_placements),
             "engine": self.engine,
+            "gpus": self.gpus,
             **({"server": self.server.describe()} if self.server else {}),
         }
 
@@ -305,6 +313,7 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         triggers=_triggers(get),
         trigger_placements=tuple(dict.fromkeys(get("trigger_placement") or ["suffix"])),
         engine=get("engine") or "auto",
+        gpus=get("gpus") or 1,
         server=_server(get),
     )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = [
+    "prepare",
     "BASE_MODEL_NAMES",
     "DEFAULT_MODEL_NAMES",
     "aligned_adapter_path",
@@ -207,6 +208,14 @@ def _converted(gguf: Path, convert_root: Path) -> Path:
 
         convert_in_subprocess(gguf, target)
     return target
+
+
+def prepare(spec: ModelSpec, convert_root: Path | None) -> None:
+    """Do once what every load of ``spec`` would otherwise repeat: convert a GGUF base into
+    ``convert_root`` (several processes loading it at once then find the copy made)."""
+    base = spec.base or spec
+    if convert_root is not None and base.kind in ("gguf", "smollm2"):
+        _converted(base.path, convert_root)
 
 
 def load_model(spec: ModelSpec, device: str, dtype: str, convert_root: Path | None) -> tuple[Any, Any]:
