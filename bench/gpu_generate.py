@@ -123,6 +123,40 @@ def ours(engine: StaticEngine, prompts: list[list[int]], new_tokens: int) -> lis
     return out
 
 
+def _shard_worker(args: Any, shard: list[list[int]], device: str, barrier: Any, out: Any) -> None:
+    import torch
+
+    torch.cuda.set_device(device)
+    model = build_model(args.shape, device, args.seed)
+    engine = StaticEngine(model, None, device)
+    ours(engine, shard[:8], 8)  # library set-up and kernel compilation, as the one-GPU figure's first run had
+    barrier.wait()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    ours(engine, shard, args.new_tokens)
+    torch.cuda.synchronize()
+    out.put((device, start, time.perf_counter(), engine.batch_sizes))
+
+
+def sharded(args: Any, prompts: list[list[int]], gpus: int) -> tuple[float, list[Any]]:
+    """Wall time of ``prompts`` dealt over ``gpus`` processes, one GPU each, from a common start."""
+    import multiprocessing
+
+    from safety_gate.shards import deal
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(gpus), ctx.Queue()
+    shards = deal([len(p) for p in prompts], gpus)
+    procs = [ctx.Process(target=_shard_worker, args=(args, [prompts[i] for i in s], f"cuda:{k}", barrier, out))
+             for k, s in enumerate(shards)]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return max(r[2] for r in results) - min(r[1] for r in results), results
+
+
 def line(name: str, t: Timer, tokens: int, extra: str = "") -> dict[str, Any]:
     print(f"{name:<44} {t.seconds:8.2f} s  {tokens / t.seconds:9.0f} tok/s  peak {t.peak:6.1f} GiB  {extra}", flush=True)
     return {"way": name, "seconds": round(t.seconds, 3), "tokens_per_s": round(tokens / t.seconds, 1),
@@ -143,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop-sample", type=int, default=3, help="prompts timed one at a time (extrapolated)")
     ap.add_argument("--skip-hf", action="store_true", help="time only our engine")
     ap.add_argument("--suite", action="store_true", help="also time the 330 plain + 3 x 330 triggered workload")
+    ap.add_argument("--gpus", type=int, default=1, help="also time the workload dealt over this many GPUs")
     ap.add_argument("--bandwidth", type=float, default=None, help="GPU memory bandwidth in bytes/s")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -189,6 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             ours(engine, suite, args.new_tokens)
         figures["ways"].append(line(f"static engine, suite workload ({len(suite)} prompts)", t, len(suite) * args.new_tokens,
                                     f"batches {engine.batch_sizes}"))
+
+    if args.gpus > 1:
+        single = next(w["seconds"] for w in figures["ways"] if w["way"] == "safety-gate static engine (again)")
+        del engine, model
+        torch.cuda.empty_cache()
+        wall, results = sharded(args, prompts, args.gpus)
+        print(f"{'static engine on ' + str(args.gpus) + ' GPUs (one process each)':<44} {wall:8.2f} s  "
+              f"{tokens / wall:9.0f} tok/s  speed-up over one GPU {single / wall:.2f}x  "
+              f"(per GPU: {', '.join(f'{d} {e - s:.2f} s {b}' for d, s, e, b in sorted(results))})", flush=True)
+        figures["ways"].append({"way": f"static engine on {args.gpus} GPUs", "seconds": round(wall, 3),
+                                "speedup": round(single / wall, 2)})
+        args.skip_hf = True
 
     if not args.skip_hf:
         with Timer(dev) as t:
