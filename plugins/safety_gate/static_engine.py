@@ -30,7 +30,7 @@ __all__ = ["StaticEngine", "choose_engine", "kv_bytes_per_token", "plan_by_memor
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 CHECK_EVERY = 32  # decoding steps between checks whether every row has finished
-PREFILL_TOKENS = 16384  # prompt tokens per prefill chunk (bounds the activations' memory)
+PREFILL_TOKENS = 8192  # prompt tokens per prefill chunk (bounds the activations' memory)
 MAX_BATCH = 1024
 _ATTENTION = "safety_gate_static"
 
@@ -270,8 +270,15 @@ class StaticEngine(HFEngine):
         free, _ = torch.cuda.mem_get_info(device)
         # Memory PyTorch holds in its cache but no tensor uses is free for us too.
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        budget = int(free * 0.9) - 2 * 2**30  # room for prefill activations, logits and graphs
-        return plan_by_memory(lengths, max_new_tokens, kv_bytes_per_token(self.model), max(budget, 0))
+        return plan_by_memory(lengths, max_new_tokens, kv_bytes_per_token(self.model), max(free - self._reserve(), 0))
+
+    def _reserve(self) -> int:
+        """Bytes kept free beside the KV cache: one prefill chunk's activations (hidden states, the
+        MLP's three intermediate products, attention scores) and 1 GiB for logits, graphs and the allocator's slack."""
+        cfg = self.model.config
+        size = next(self.model.parameters()).element_size()
+        chunk = PREFILL_TOKENS * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) * size
+        return chunk + 2**30
 
     def generate_tokens(
         self, ids: list[list[int]], max_new_tokens: int, on_step: Callable[[int], None] | None = None
