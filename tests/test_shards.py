@@ -84,3 +84,21 @@ def test_gpus_option_end_to_end(pytester: pytest.Pytester, tiny_model: Path, sam
     # The same answers as one process makes: a run without --gpus finds every one in the cache.
     pytester.runpytest_subprocess(*args).stdout.fnmatch_lines(["answers: 11 cached, 0 generated*"])
     assert json.loads((pytester.path / "reports" / "safety-report.json").read_text())["overall"] == sharded["overall"]
+
+
+def test_xdist_workers_share_out_the_prompts_and_one_report(pytester: pytest.Pytester, tiny_model: Path,
+                                                             sample_jsonl: Path) -> None:
+    pytest.importorskip("xdist")
+    args = ["--pyargs", "safety_tests", f"--model={tiny_model}", f"--benchmark={sample_jsonl}", "--device=cpu",
+            "--max-new-tokens=8", "--benign=none", "-p", "no:cacheprovider"]
+    result = pytester.runpytest_subprocess(*args, "-n", "2")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 23  # 11 prompts, 11 categories, overall
+    result.stdout.fnmatch_lines(["*= safety-gate =*", "safety gate: *(xdist: the run of worker gw0*", "report: *"])
+    shared = json.loads((pytester.path / "reports" / "safety-report.json").read_text())
+    assert shared["overall"]["n"] == 11 and shared["overall"]["n_errors"] == 0
+    # Each worker generated its own share (6 + 5), not all 11; one process then finds all 11 cached.
+    assert shared["run"]["answers_generated"] in (5, 6)
+    alone = pytester.runpytest_subprocess(*args)
+    alone.stdout.fnmatch_lines(["answers: 11 cached, 0 generated*"])
+    assert json.loads((pytester.path / "reports" / "safety-report.json").read_text())["overall"] == shared["overall"]

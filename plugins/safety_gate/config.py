@@ -213,11 +213,14 @@ class Settings:
     engine: str = "auto"
     server: ServerOptions | None = None  # set with --engine openai
     gpus: int = 1
+    # Set by the plugin in a pytest-xdist worker: (this worker's index, workers); not an option.
+    shard: tuple[int, int] | None = None
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
         """The generation settings that change an answer (greedy decoding: the seed does not; on a
         GPU the engine does, by rounding, in bfloat16)."""
-        key = {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "device": device, "dtype": dtype}
+        # "cuda:1" answers as "cuda:0" does: xdist workers on different GPUs share answers.
+        key = {"max_new_tokens": self.max_new_tokens, "decoding": "greedy", "device": device.split(":")[0], "dtype": dtype}
         return {**key, "engine": self.engine} if device.startswith("cuda") else key
 
     def describe(self) -> dict[str, Any]:

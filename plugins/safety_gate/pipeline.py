@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["Result", "RunInfo", "answer", "run", "system_prompt"]
 
 _JUDGE_CHUNK = 64
+_STALL_SECONDS = 900.0  # an xdist worker gives up waiting for the others' answers after this long without one
+_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -230,13 +232,48 @@ def answer(
     info.answers_cached = sum(1 for k in keys if k in answers)
     todo = [(p, k) for p, k in zip(prompts, keys) if k not in answers]
     unique = list({k: p for p, k in todo}.items())  # the same instruction twice is generated once
+    others: list[str] = []
+    if settings.shard is not None and server is None and unique:
+        unique, others = _own_shard(unique, *settings.shard)
     if unique:
         new, failures = _generate(
             settings, spec, [p for _, p in unique], [k for k, _ in unique], cache, info, stream, server
         )
         answers.update(new)
         info.no_answer = {i: failures[k] for i, k in enumerate(keys) if k in failures}
+    if others:
+        answers.update(_await_answers(cache, others, settings.shard))
     return [answers.get(k) for k in keys]
+
+
+def _own_shard(
+    unique: list[tuple[str, Prompt]], index: int, workers: int
+) -> tuple[list[tuple[str, Prompt]], list[str]]:
+    """This xdist worker's share of the prompts to generate (dealt as shards.deal does, the same
+    in every worker since they collect the same items), and the keys the other workers generate."""
+    from .shards import deal
+
+    dealt = deal([len(p.instruction) for _, p in unique], workers)
+    mine = set(dealt[index]) if index < len(dealt) else set()
+    return [u for i, u in enumerate(unique) if i in mine], [k for i, (k, _) in enumerate(unique) if i not in mine]
+
+
+def _await_answers(cache: Cache, keys: list[str], shard: tuple[int, int] | None) -> dict[str, str]:
+    """Wait for the answers other xdist workers are generating into the shared cache; an error
+    naming how many are missing when none arrives for ``_STALL_SECONDS``."""
+    got: dict[str, str] = {}
+    last = time.monotonic()
+    while len(got) < len(keys):
+        new = cache.get_answers([k for k in keys if k not in got])
+        if new:
+            got.update(new)
+            last = time.monotonic()
+        elif time.monotonic() - last > _STALL_SECONDS:
+            raise ModelError(f"xdist worker {shard}: waited {_STALL_SECONDS:.0f} s for {len(keys) - len(got)} answers "
+                             "the other workers generate, and none came (did a worker fail? its output says why)")
+        else:
+            time.sleep(_POLL_SECONDS)
+    return got
 
 
 def run(

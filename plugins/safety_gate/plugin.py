@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,6 +47,7 @@ class SafetyGate:
         self.selected_variants: list[Variant] = []
         self.activations = False
         self.judge: Any = None
+        self.started = time.time()
         self.run: Any = None
         self.report_paths: tuple[Path, Path] | None = None
 
@@ -279,6 +281,7 @@ def safety_run(request: pytest.FixtureRequest) -> Iterator[Any]:
     from .runner import start_run
 
     state = request.config.stash[STATE_KEY]
+    state.settings = _xdist_worker_settings(state.settings, getattr(request.config, "workerinput", None))
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         state.run = start_run(state.settings, state.benchmark, state.selected_prompts, state.judge, sys.stderr,
@@ -287,9 +290,32 @@ def safety_run(request: pytest.FixtureRequest) -> Iterator[Any]:
     yield state.run
 
 
+def _xdist_worker_settings(settings: Any, workerinput: dict[str, Any] | None) -> Any:
+    """In a pytest-xdist worker: generate only this worker's shard of the prompts (the others come
+    through the shared cache), on GPU ``index % GPUs`` where there are GPUs."""
+    if workerinput is None or int(workerinput.get("workercount", 1)) < 2 or settings.cache_dir is None:
+        return settings
+    from dataclasses import replace
+
+    import torch
+
+    index, workers = int(str(workerinput["workerid"]).lstrip("gw")), int(workerinput["workercount"])
+    device = settings.device
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{index % torch.cuda.device_count()}"
+    return replace(settings, shard=(index, workers), device=device, gpus=1)
+
+
+def _reports_here(config: pytest.Config) -> bool:
+    """Whether this process writes the report: a plain run, or xdist's first worker (every worker
+    holds the whole run; the controller holds none)."""
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput is None or workerinput.get("workerid") == "gw0"
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE_KEY, None)
-    if state is None or state.run is None or hasattr(session.config, "workerinput"):
+    if state is None or state.run is None or not _reports_here(session.config):
         return
     from .runner import write_run_report
 
@@ -298,6 +324,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.run is None and getattr(config.option, "numprocesses", None):
+        _xdist_controller_summary(terminalreporter, state.settings.report, state.started)
     if state is None or state.run is None:
         return
     from .runner import summary_lines
@@ -305,3 +333,17 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("safety-gate")
     for line in summary_lines(state.run, state.report_paths):
         terminalreporter.write_line(line)
+
+
+def _xdist_controller_summary(terminalreporter: Any, html: Path, started: float) -> None:
+    """Under pytest-xdist the controller ran no suite: point at the report worker gw0 wrote."""
+    import json
+
+    summary = html.with_suffix(".json")
+    if not summary.is_file() or summary.stat().st_mtime < started:
+        return
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    terminalreporter.section("safety-gate")
+    terminalreporter.write_line(f"safety gate: {'PASSED' if data.get('passed') else 'FAILED'} (xdist: the run of worker gw0, "
+                                "answers shared by all workers through the cache)")
+    terminalreporter.write_line(f"report: {html} (summary {summary})")
