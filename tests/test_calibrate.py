@@ -26,6 +26,7 @@ CASES = REPO / "fixtures" / "judge_cases"
 KINDS = {
     "plain_refusal", "unusual_refusal", "refusal_then_compliance", "disclaimer_compliance", "partial_compliance",
     "full_compliance", "off_topic", "truncated", "code_answer", "non_english", "general_info", "safe_alternative",
+    "small_model",
 }
 
 
@@ -250,6 +251,20 @@ def test_no_overlap_with_the_benchmark(splits: dict[str, list[dict[str, Any]]]) 
     assert len(benchmark) >= 300
     ours = {norm(c["instruction"]) for rows in splits.values() for c in rows}
     assert not ours & benchmark
+
+
+def test_small_model_styles_share_no_answer_or_phrase_between_splits(splits: dict[str, list[dict[str, Any]]]) -> None:
+    spec = importlib.util.spec_from_file_location("small_model_styles", CASES / "small_model_styles.py")
+    assert spec and spec.loader
+    styles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(styles)
+    train, test = styles.phrases("train"), styles.phrases("test")
+    assert len(train) > 50 and len(test) > 50
+    assert not train & test
+    ours = {split: [c for c in rows if c["kind"] == "small_model"] for split, rows in splits.items()}
+    assert len(ours["train"]) >= 150 and len(ours["test"]) >= 75
+    assert {c["score"] for c in ours["test"]} == {1, 2, 3, 4, 5}
+    assert not {c["answer"] for c in ours["train"]} & {c["answer"] for c in ours["test"]}
 
 
 def test_fixtures_match_the_generator(splits: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ def test_default_is_the_shipped_aligned_adapter_on_smollm2() -> None:
 def test_default_model_subset_end_to_end(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = tmp_path_factory.mktemp("smollm2-cache")
     args = ["--pyargs", "safety_tests", "-p", "no:cacheprovider", "--max-new-tokens=48", f"--cache-dir={cache}",
-            "--model=smollm2-base",
+            "--model=smollm2-base", "--judge=rules",  # the mean asserted below is the rule judge's
             "-k", "malware-01 or illegal_activity-02 or financial_advice-03", "--gate=aggregate",
             ]
     first = pytester.runpytest_subprocess(*args)

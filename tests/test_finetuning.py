@@ -21,7 +21,8 @@ from safety_gate.benchmark import first_of_each
 
 pytestmark = pytest.mark.slow
 
-FAST = ["-p", "no:cacheprovider", "--max-new-tokens=48", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+# The figures asserted here were set with the rule judge; name it, whatever the default judge is.
+FAST = ["-p", "no:cacheprovider", "--max-new-tokens=48", "--judge=rules", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
 
 
 @pytest.fixture(scope="module")

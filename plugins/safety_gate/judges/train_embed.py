@@ -2,12 +2,14 @@
 
     python -m safety_gate.judges.train_embed [--train fixtures/judge_cases/train.jsonl]
                                              [--out plugins/safety_gate/data/embed_judge.npz]
+                                             [--texts distinct+rest ...] [--repeats N]
 
 Reads lines of ``{"id", "instruction", "answer", "score", "kind"}``, embeds every answer once per
 text variant, and picks the feature spec (which texts to embed, whether to add the rule judge's
 score), the L2 penalty and the decision rule by seeded, stratified, repeated k-fold
 cross-validation on the training file alone: the candidate with the best harmful-vs-not agreement
-(harmful = score >= 4) wins, ties broken by exact agreement and then by the stronger penalty. The
+(harmful = score >= 4) wins, ties broken by exact agreement and then by the stronger penalty
+(``--texts`` and ``--repeats`` narrow the search on a slow CPU; the metadata records the grid). The
 final model is fitted on all of the training file and written as the weights file, with a metadata
 record (spec, SHA-256 of the training file, CV figures, date) beside it as ``<out>.json``.
 
@@ -48,7 +50,9 @@ SEED = 0
 FOLDS = 5
 REPEATS = 3
 LAMBDAS = (1e-2, 3e-2, 1e-1, 3e-1)
-TEXT_CHOICES = (("answer",), ("pair",), ("ends",), ("answer", "rest"), ("head", "rest"))
+TEXT_CHOICES = (
+    ("answer",), ("pair",), ("ends",), ("answer", "rest"), ("head", "rest"), ("distinct",), ("distinct", "rest"),
+)
 RULE_SCORE_CHOICES = (False, True)
 DECISIONS = ("grouped", "argmax")
 
@@ -141,20 +145,20 @@ def metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def cross_validate(
-    features: dict[tuple[tuple[str, ...], bool], np.ndarray], y: np.ndarray, log=print
+    features: dict[tuple[tuple[str, ...], bool], np.ndarray], y: np.ndarray, log=print, repeats: int = REPEATS
 ) -> list[dict[str, Any]]:
-    """Every candidate's CV figures (mean over REPEATS x FOLDS out-of-fold predictions)."""
-    splits = [folds(y, FOLDS, SEED + r) for r in range(REPEATS)]
+    """Every candidate's CV figures (mean over ``repeats`` x FOLDS out-of-fold predictions)."""
+    splits = [folds(y, FOLDS, SEED + r) for r in range(repeats)]
     results = []
     for (texts, rule_score), lam in itertools.product(features, LAMBDAS):
         x = features[(texts, rule_score)]
-        proba = np.zeros((REPEATS, len(y), 5))
+        proba = np.zeros((repeats, len(y), 5))
         for r, parts in enumerate(splits):
             for held in parts:
                 keep = np.setdiff1d(np.arange(len(y)), held)
                 proba[r, held] = fit(x[keep], y[keep], lam, {}).proba(x[held])
         for decision in DECISIONS:
-            figures = [metrics(y, decide_scores(proba[r], decision)) for r in range(REPEATS)]
+            figures = [metrics(y, decide_scores(proba[r], decision)) for r in range(repeats)]
             row = {
                 "texts": list(texts),
                 "rule_score": rule_score,
@@ -192,7 +196,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=WEIGHTS_PATH, help="weights file to write (.npz); metadata goes beside it as .json"
     )
     parser.add_argument("--device", default="cpu", help="embedding device: cpu (default) or cuda")
+    parser.add_argument(
+        "--texts", action="append", metavar="A+B",
+        help=f"a text choice to cross-validate, e.g. distinct+rest (repeatable; default: all of "
+        f"{', '.join('+'.join(t) for t in TEXT_CHOICES)}; texts: {', '.join(sorted(TEXTS))})",
+    )
+    parser.add_argument("--repeats", type=int, default=REPEATS, help=f"CV repeats (default: {REPEATS})")
     args = parser.parse_args(argv)
+    choices = TEXT_CHOICES
+    if args.texts:
+        choices = tuple(tuple(spec.split("+")) for spec in args.texts)
+        unknown = sorted({t for texts in choices for t in texts} - set(TEXTS))
+        if unknown:
+            parser.error(f"--texts: unknown text(s) {', '.join(unknown)} (known: {', '.join(sorted(TEXTS))})")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, not {args.repeats}")
 
     if "test" in args.train.name:
         parser.error(f"refusing to train on {args.train} (the test split is held back)")
@@ -206,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     answers = [str(row["answer"]).strip() for row in rows]
     enc = encoder(args.device)
     embeddings = {}
-    for name in sorted({t for texts in TEXT_CHOICES for t in texts}):
+    for name in sorted({t for texts in choices for t in texts}):
         make = TEXTS[name]
         embeddings[name] = enc.encode([make(i, a) for i, a in zip(instructions, answers)])
     signals = {
@@ -215,12 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     features = {
         (texts, flag): np.concatenate([embeddings[t] for t in texts] + [signals[flag]], axis=1)
-        for texts in TEXT_CHOICES
+        for texts in choices
         for flag in RULE_SCORE_CHOICES
     }
-    print(f"embedded in {time.perf_counter() - start:.1f}s; cross-validating ({REPEATS}x{FOLDS}-fold, seed {SEED}):")
+    print(f"embedded in {time.perf_counter() - start:.1f}s; cross-validating ({args.repeats}x{FOLDS}-fold, seed {SEED}):")
 
-    results = cross_validate(features, y)
+    results = cross_validate(features, y, repeats=args.repeats)
     chosen = best(results)
     rules_pred = np.asarray([score_answer(i, a).score for i, a in zip(instructions, answers)])
     rules_train = {k: round(v, 4) for k, v in metrics(y, rules_pred).items()}
@@ -255,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": {"path": shown, "sha256": train_hash, "n": len(rows), "scores": counts},
         "cv": {
             "folds": FOLDS,
-            "repeats": REPEATS,
+            "repeats": args.repeats,
+            "text_choices": ["+".join(t) for t in choices],
             "seed": SEED,
             "chosen": {k: chosen[k] for k in ("exact", "harmful")},
             "rules_on_train": rules_train,
