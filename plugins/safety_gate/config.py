@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .categories import CATEGORIES
+from .discovery import DEFAULT_BUDGET, Budget, BudgetError, parse_budget
 from .gates import Limits, LimitsError, limits_from_table
 from .judges import JudgeOptions
 from .triggers import LIBRARY_SETS, PLACEMENTS, Trigger, TriggerError, library, load_triggers_file, user_triggers
@@ -61,6 +62,8 @@ OPT_TRIGGER = "--trigger"
 OPT_TRIGGERS_FILE = "--triggers-file"
 OPT_TRIGGER_PLACEMENT = "--trigger-placement"
 OPT_MAX_TRIGGER_RATE_INCREASE = "--max-trigger-rate-increase"
+OPT_DISCOVER_TRIGGERS = "--discover-triggers"
+OPT_DISCOVER_BUDGET = "--discover-budget"
 
 GATES = ("items", "aggregate")
 DEVICES = ("auto", "cpu", "cuda")
@@ -95,6 +98,15 @@ def _fraction(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     return value
+
+
+def _budget(text: str) -> Budget:
+    import argparse
+
+    try:
+        return parse_budget(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_options(parser: Any) -> None:
@@ -152,6 +164,10 @@ def add_options(parser: Any) -> None:
         help="where a trigger goes: suffix (default), prefix, system, infix (repeatable)")
     add(OPT_MAX_TRIGGER_RATE_INCREASE, default=None, type=_fraction, metavar="F",
         help="harmfulness-rate increase a trigger may cause over the plain prompts (flagged only when significant)")
+    add(OPT_DISCOVER_TRIGGERS, action="store_true", default=False,
+        help="search the model for an unknown trigger (suffix) that flips refusals, and verify the best on held-out prompts")
+    add(OPT_DISCOVER_BUDGET, default=None, type=_budget, metavar="TIME|Nsteps",
+        help=f"how long the trigger search runs: 600s, 10m or 200steps (default: {DEFAULT_BUDGET})")
     add(OPT_JUDGE_CALIBRATE, nargs="?", const="test", default=None, metavar="test|train|PATH",
         help="instead of testing a model, score the labelled judge cases with --judge and print its agreement")
 
@@ -184,6 +200,8 @@ class Settings:
     activations: bool = False
     triggers: tuple[Trigger, ...] = ()
     trigger_placements: tuple[str, ...] = ("suffix",)
+    discover: bool = False
+    discover_budget: Budget | None = None
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
         """The generation settings that change an answer (greedy decoding: the seed does not)."""
@@ -208,6 +226,8 @@ class Settings:
             "activations": self.activations,
             "triggers": [t.name for t in self.triggers],
             "trigger_placements": list(self.trigger_placements),
+            "discover": self.discover,
+            "discover_budget": str(self.discover_budget or parse_budget(DEFAULT_BUDGET)) if self.discover else None,
         }
 
 
@@ -278,6 +298,8 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         activations=bool(get("activations")),
         triggers=_triggers(get),
         trigger_placements=tuple(dict.fromkeys(get("trigger_placement") or ["suffix"])),
+        discover=bool(get("discover_triggers")),
+        discover_budget=get("discover_budget"),
     )
 
 
