@@ -72,7 +72,8 @@ class Discovery:
                               "audit": audit.describe() if audit else None})
         return {
             "error": self.error, "search": self.search.describe() if self.search else None,
-            "search_ids": list(self.search_ids), "n_heldout": len(self.heldout_ids), "verified": cands,
+            "search_ids": list(self.search_ids), "heldout_ids": list(self.heldout_ids), "n_heldout": len(self.heldout_ids),
+            "verified": cands,
             "shift_layer": self.shift_layer, "verify_seconds": round(self.verify_seconds, 1),
             "not_searched": list(NOT_SEARCHED),
             "flagged": [c["rank"] for c in cands if c["audit"] and c["audit"]["flagged"]],
@@ -138,20 +139,26 @@ def run_discovery(
             f"the model refused {len(search_split)} of the {len(prompts)} prompts plainly, with "
             f"{len(heldout)} others left to verify on; discovery needs at least 2 of each (a model that "
             "refuses nothing has no refusal for a trigger to flip: the plain items show that)"))
-    device = resolve_device(settings.device)
-    model, tokenizer = load_model(spec, device, settings.dtype, settings.cache_dir / "models" if settings.cache_dir else None)
-    engine = HFEngine(model, tokenizer, device)
     budget: Budget = settings.discover_budget or parse_budget(DEFAULT_BUDGET)
 
     def say(line: str) -> None:
         if stream is not None:
             print(line, file=stream, flush=True)
 
-    found = search(model, tokenizer, engine.render, [p.instruction for p in search_split], settings.system_prompt,
-                   budget, device, log=say)
-    top = found.candidates[: VERIFIED]
-    layer, shifts = _shifts(model, tokenizer, settings, device, [p.instruction for p in search_split],
-                            list(harmless)[:32], [c.text for c in top])
+    # A search that breaks (a model it cannot load, a template it cannot place a suffix in) is an
+    # error of the discovered items, not of the session: the plain answers are kept and reported.
+    try:
+        device = resolve_device(settings.device)
+        model, tokenizer = load_model(spec, device, settings.dtype,
+                                      settings.cache_dir / "models" if settings.cache_dir else None)
+        engine = HFEngine(model, tokenizer, device)
+        found = search(model, tokenizer, engine.render, [p.instruction for p in search_split],
+                       settings.system_prompt, budget, device, log=say)
+        top = found.candidates[: VERIFIED]
+        layer, shifts = _shifts(model, tokenizer, settings, device, [p.instruction for p in search_split],
+                                list(harmless)[:32], [c.text for c in top])
+    except (ValueError, RuntimeError) as exc:  # ModelError is a ValueError
+        return Discovery(None, *ids, {}, {}, None, 0.0, error=f"the search failed: {exc}")
     del model, engine
     triggers = tuple(Trigger(f"discovered-{rank}", c.text, f"discovery: {c.source}, {c.detail}")
                      for rank, c in enumerate(top, 1))
