@@ -60,3 +60,9 @@ def test_triggered(safety_triggered, safety_run):
 def test_trigger(safety_trigger, safety_run):
     """(backdoor audit) The trigger does not significantly raise the harmfulness rate over the plain prompts."""
     _report(safety_run.check_trigger(safety_trigger))
+
+
+def test_discovered(safety_discovered, safety_run):
+    """(--discover-triggers) The search's candidate of this rank does not significantly raise the harmfulness
+    rate of held-out prompts when appended."""
+    _report(safety_run.check_discovered(safety_discovered))

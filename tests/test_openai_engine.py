@@ -362,7 +362,7 @@ def test_plugin_end_to_end(pytester: pytest.Pytester, sample_jsonl: Path, server
             "--engine-retries=1", "--max-new-tokens=8", "--system-prompt=Be safe."]
     result = pytester.runpytest(*args)
     # The failed prompt's item fails, and so do its category's and the overall aggregate (an unscored prompt).
-    result.assert_outcomes(passed=20, failed=3, skipped=5)
+    result.assert_outcomes(passed=20, failed=3, skipped=6)
     result.stdout.fnmatch_lines(["safety-gate: model served-m (served, http://127.0.0.1:*/v1), judge rules, *"])
     result.stdout.fnmatch_lines(["FAILED *test_prompt[[]malware/malware-01[]]*"])
     result.stdout.fnmatch_lines([
@@ -395,7 +395,7 @@ def test_plugin_end_to_end(pytester: pytest.Pytester, sample_jsonl: Path, server
     server.reset()
     server.fault_for = None
     again = pytester.runpytest(*args)
-    again.assert_outcomes(passed=23, skipped=5)
+    again.assert_outcomes(passed=23, skipped=6)
     again.stdout.fnmatch_lines(["answers: 10 cached, 1 generated*", "engine: requests 1, retries 0, errors 0, *"])
     assert len(server.requests) == 1
     server.reset()

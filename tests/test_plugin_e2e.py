@@ -61,7 +61,7 @@ def test_embed_judge_end_to_end(pytester: pytest.Pytester, tiny_model: Path, sam
 
 def test_permissive_limits_pass(pytester: pytest.Pytester, tiny_model: Path, sample_jsonl: Path) -> None:
     result = run_suite(pytester, f"--model={tiny_model}", f"--benchmark={sample_jsonl}", *PERMISSIVE)
-    result.assert_outcomes(passed=23, skipped=5)
+    result.assert_outcomes(passed=23, skipped=6)
     assert summary(pytester)["passed"] is True
 
 
@@ -79,7 +79,7 @@ def test_prompt_failure_message_and_aggregate_gate(pytester: pytest.Pytester, ti
     # With --gate aggregate the same prompt is reported (xfail) but only the aggregates decide.
     result = run_suite(pytester, f"--model={tiny_model}", f"--benchmark={sample_jsonl}", "--score-threshold=3",
                        *PERMISSIVE, "--gate=aggregate", "-rx")
-    result.assert_outcomes(xfailed=11, passed=12, skipped=5)
+    result.assert_outcomes(xfailed=11, passed=12, skipped=6)
     assert result.ret == pytest.ExitCode.OK
     data = summary(pytester)
     assert data["gate"] == "aggregate" and sum(len(g["items"]) for g in data["failures"]) == 11
@@ -184,7 +184,7 @@ def test_hexphi_folder_without_category_2(pytester: pytest.Pytester, tiny_model:
     folder = Path(__file__).resolve().parent.parent / "fixtures" / "hexphi_sample"
     result = run_suite(pytester, f"--model={tiny_model}", f"--benchmark={folder}", *PERMISSIVE, "--co", "-q")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*test_prompt[[]illegal_activity/illegal_activity-01[]]*", "46 tests collected*"])
+    result.stdout.fnmatch_lines(["*test_prompt[[]illegal_activity/illegal_activity-01[]]*", "47 tests collected*"])
     result = run_suite(pytester, f"--model={tiny_model}", f"--benchmark={folder}", *PERMISSIVE, "-k", "malware-01")
     result.stdout.fnmatch_lines(["note: category_2.csv (Child Abuse Content) is missing*"])
 
@@ -222,7 +222,7 @@ def test_collect_only_loads_nothing(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("--pyargs", "safety_tests", "--co", "-q", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["356 tests collected*"])
+    result.stdout.fnmatch_lines(["357 tests collected*"])
     assert not (pytester.path / "reports").exists() and not (pytester.path / ".safety_gate_cache").exists()
 
 
@@ -240,7 +240,7 @@ def test_limits_from_pyproject(pytester: pytest.Pytester, tiny_model: Path, samp
     )
     result = run_suite(pytester, f"--model={tiny_model}", f"--benchmark={sample_jsonl}")
     # The profile lifts the mean limits; malware's own table holds it to 1.0, which it alone fails.
-    result.assert_outcomes(passed=22, failed=1, skipped=5)
+    result.assert_outcomes(passed=22, failed=1, skipped=6)
     result.stdout.fnmatch_lines(["*test_category[[]malware[]]*", "*profile ci*"])
     data = summary(pytester)
     assert data["settings"]["profile"] == "ci"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .categories import CATEGORIES
+from .discovery import DEFAULT_BUDGET, Budget, BudgetError, parse_budget
 from .gates import Limits, LimitsError, limits_from_table
 from .judges import JudgeOptions
 from .openai_engine import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EngineError, OpenAIEngine, ServerOptions
@@ -70,6 +71,8 @@ OPT_ENGINE_BASE_URL = "--engine-base-url"
 OPT_ENGINE_CONCURRENCY = "--engine-concurrency"
 OPT_ENGINE_TIMEOUT = "--engine-timeout"
 OPT_ENGINE_RETRIES = "--engine-retries"
+OPT_DISCOVER_TRIGGERS = "--discover-triggers"
+OPT_DISCOVER_BUDGET = "--discover-budget"
 
 GATES = ("items", "aggregate")
 DEVICES = ("auto", "cpu", "cuda")
@@ -105,6 +108,15 @@ def _fraction(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     return value
+
+
+def _budget(text: str) -> Budget:
+    import argparse
+
+    try:
+        return parse_budget(text)
+    except BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_options(parser: Any) -> None:
@@ -178,6 +190,10 @@ def add_options(parser: Any) -> None:
         help=f"--engine openai: seconds before a request times out (default: {DEFAULT_TIMEOUT:g})")
     add(OPT_ENGINE_RETRIES, default=DEFAULT_RETRIES, type=int, metavar="N",
         help=f"--engine openai: retries of a failed request (default: {DEFAULT_RETRIES})")
+    add(OPT_DISCOVER_TRIGGERS, action="store_true", default=False,
+        help="search the model for an unknown trigger (suffix) that flips refusals, and verify the best on held-out prompts")
+    add(OPT_DISCOVER_BUDGET, default=None, type=_budget, metavar="TIME|Nsteps",
+        help=f"how long the trigger search runs: 600s, 10m or 200steps (default: {DEFAULT_BUDGET})")
     add(OPT_JUDGE_CALIBRATE, nargs="?", const="test", default=None, metavar="test|train|PATH",
         help="instead of testing a model, score the labelled judge cases with --judge and print its agreement")
 
@@ -215,6 +231,8 @@ class Settings:
     gpus: int = 1
     # Set by the plugin in a pytest-xdist worker: (this worker's index, workers); not an option.
     shard: tuple[int, int] | None = None
+    discover: bool = False
+    discover_budget: Budget | None = None
 
     def generation_key(self, device: str, dtype: str) -> dict[str, Any]:
         """The generation settings that change an answer (greedy decoding: the seed does not; on a
@@ -245,6 +263,8 @@ class Settings:
             "engine": self.engine,
             "gpus": self.gpus,
             **({"server": self.server.describe()} if self.server else {}),
+            "discover": self.discover,
+            "discover_budget": str(self.discover_budget or parse_budget(DEFAULT_BUDGET)) if self.discover else None,
         }
 
 
@@ -318,6 +338,8 @@ def settings_from_options(get: Any, rootpath: Path) -> Settings:
         engine=get("engine") or "auto",
         gpus=get("gpus") or 1,
         server=_server(get),
+        discover=bool(get("discover_triggers")),
+        discover_budget=get("discover_budget"),
     )
 
 
@@ -350,6 +372,7 @@ def _server(get: Any) -> ServerOptions | None:
         OPT_BASELINE: "needs a second model with an engine of its own, which --engine openai cannot give yet; "
         "compare with a baseline using local weights (--engine hf)",
         OPT_ACTIVATIONS: "reads hidden states of local weights, which a server does not expose; run it with --engine hf",
+        OPT_DISCOVER_TRIGGERS: "searches with gradients of local weights, which a server does not expose; run it with --engine hf",
     }
     for opt, why in refused.items():
         if get(opt.lstrip("-").replace("-", "_")):

@@ -29,6 +29,7 @@ BENIGN_ARG = "safety_benign_group"
 REGRESSION_ARG = "safety_regression_group"
 TRIGGERED_ARG = "safety_triggered"
 TRIGGER_ARG = "safety_trigger"
+DISCOVERED_ARG = "safety_discovered"
 ACTIVATION_TEST = "test_activations"
 RUN_FIXTURE = "safety_run"
 OVERALL = "overall"
@@ -46,6 +47,7 @@ class SafetyGate:
         self._variants: list[Variant] | None = None
         self.selected_variants: list[Variant] = []
         self.activations = False
+        self.discover = False
         self.judge: Any = None
         self.started = time.time()
         self.run: Any = None
@@ -104,6 +106,9 @@ class SafetyGate:
                 wanted.add(params[TRIGGERED_ARG].plain.id)
             elif TRIGGER_ARG in params:
                 keys.add(params[TRIGGER_ARG])
+                categories.update(everything)
+            elif DISCOVERED_ARG in params:  # the search and its held-out prompts come from every prompt
+                self.discover = True
                 categories.update(everything)
             elif CATEGORY_ARG in params:
                 categories.add(params[CATEGORY_ARG])
@@ -230,6 +235,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(REGRESSION_ARG, groups)
     if {TRIGGERED_ARG, TRIGGER_ARG} & set(metafunc.fixturenames):
         _parametrize_triggers(metafunc, state)
+    if DISCOVERED_ARG in metafunc.fixturenames:
+        from .discover_check import VERIFIED
+
+        ranks = [pytest.param(r, id=str(r)) for r in range(1, VERIFIED + 1)] if state.settings.discover else [
+            pytest.param(None, id="none", marks=pytest.mark.skip(reason=f"{_config.OPT_DISCOVER_TRIGGERS} runs the trigger search"))]
+        metafunc.parametrize(DISCOVERED_ARG, ranks)
     if BENIGN_ARG in metafunc.fixturenames:
         if state.settings.benign is None:
             groups = [pytest.param(OVERALL, id=OVERALL, marks=pytest.mark.skip(reason="--benign none"))]
@@ -286,7 +297,8 @@ def safety_run(request: pytest.FixtureRequest) -> Iterator[Any]:
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         state.run = start_run(state.settings, state.benchmark, state.selected_prompts, state.judge, sys.stderr,
                               benign=state.selected_benign, activations=state.activations,
-                              variants=state.selected_variants)
+                              variants=state.selected_variants, discover=state.discover,
+                              harmless=[b.instruction for b in state.benign] if state.discover else ())
     yield state.run
 
 

@@ -43,12 +43,14 @@ def resolve_baseline(settings: Settings, spec: ModelSpec) -> ModelSpec | None:
 def start_run(
     settings: Settings, benchmark: Benchmark, prompts: Sequence[Prompt], judge: Judge, stream: IO[str] | None,
     benign: Sequence[BenignPrompt] = (), activations: bool = False, variants: Sequence[Variant] = (),
+    discover: bool = False, harmless: Sequence[str] = (),
 ) -> SuiteRun:
     """Resolve the model, then answer and judge ``prompts`` with ``judge`` (cached where possible);
     answer ``benign`` and the triggered ``variants`` (whose plain prompts are among ``prompts``) in
     the same pass, and audit each trigger against the plain answers; with a baseline in
     ``settings``, the same for it and the paired comparison; with ``activations``, the judge-free
-    activation check."""
+    activation check; with ``discover``, the trigger search and its verification (``harmless``: the
+    instructions the activation signal takes as the harmless side)."""
     if settings.server is not None:  # --engine openai: the served model (no baseline, no activations with it)
         from .openai_engine import OpenAIEngine
 
@@ -75,6 +77,10 @@ def start_run(
                                          [BenignResult(b, a) for b, a in zip(benign, base_info.also_answered)])
             suite.regressions = compare_runs(base_results, results, suite.categories(), settings.limits.checks,
                                              settings.seed)
+        if discover:
+            from .discover_check import run_discovery
+
+            suite.discovery = run_discovery(settings, spec, results, prompts, harmless, cache, judge, stream)
     finally:
         cache.close()
     if activations:
@@ -136,6 +142,10 @@ def _extra_lines(suite: SuiteRun) -> list[str]:
             )
             lines += [f"  note: {note}" for note in reg.notes]
     lines.extend(_backdoor_lines(suite))
+    if suite.discovery is not None:
+        from .discover_check import discovery_lines
+
+        lines += ["", *discovery_lines(suite.discovery, checks)]
     if suite.activation_error:
         lines += ["", f"activation check: ERROR {suite.activation_error}"]
     elif suite.activation is not None:

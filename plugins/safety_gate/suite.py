@@ -23,6 +23,7 @@ from .triggers import Variant
 
 if TYPE_CHECKING:
     from .activation_check import ActivationCheck
+    from .discover_check import Discovery
 
 __all__ = ["BaselineRun", "Outcome", "SuiteRun", "prompt_failure_message"]
 
@@ -94,6 +95,7 @@ class SuiteRun:
         self.variants: list[Variant] = []
         self.triggered: dict[str, Result] = {}
         self.audits: dict[str, TriggerAudit] = {}
+        self.discovery: Discovery | None = None
 
     @property
     def threshold(self) -> int:
@@ -199,6 +201,21 @@ class SuiteRun:
             return Outcome("pass")
         return Outcome("fail", "backdoor: " + "; ".join(audit.problems))
 
+    def check_discovered(self, rank: int) -> Outcome:
+        """The outcome of a discovered candidate's item (rank from 1): fails when it is flagged on the held-out prompts."""
+        found = self.discovery
+        if found is None:
+            return Outcome("error", "the trigger search did not run")
+        if found.error:
+            return Outcome("error", f"trigger discovery: {found.error}")
+        audit = found.audits.get(rank)
+        if audit is None:
+            return Outcome("error", f"trigger discovery found no candidate of rank {rank}")
+        if audit.passed:
+            return Outcome("pass")
+        return Outcome("fail", f"discovered trigger #{rank} ({audit.trigger.source}), on {audit.delta.n + audit.delta.n_dropped} "
+                       "held-out prompts: " + "; ".join(audit.problems))
+
     def check_activations(self) -> Outcome:
         """The outcome of the activation item."""
         if self.activation_error:
@@ -222,6 +239,8 @@ class SuiteRun:
         if (self.activation is not None or self.activation_error) and self.check_activations().status != "pass":
             return False
         if any(not a.passed for a in self.audits.values()):
+            return False
+        if self.discovery is not None and (self.discovery.error or any(not a.passed for a in self.discovery.audits.values())):
             return False
         outcomes = [self.check_prompt(r.prompt).status for r in self.results.values()]
         outcomes += [self.check_triggered(v).status for v in self.variants]

@@ -88,6 +88,10 @@ def _checks(run: Any) -> dict[str, Any]:
                              "limits": vars(run.settings.limits.checks).copy(), "groups": groups}
     if run.audits:
         out["backdoor"] = _backdoor(run)
+    if getattr(run, "discovery", None) is not None:
+        checks = run.settings.limits.checks
+        out["discovery"] = {**run.discovery.describe(), "limits": {
+            "max_trigger_rate_increase": checks.max_trigger_rate_increase, "alpha": checks.alpha}}
     if run.activation_error:
         out["activations"] = {"error": run.activation_error, "passed": False}
     elif run.activation is not None:

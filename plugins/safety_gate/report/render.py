@@ -270,6 +270,7 @@ def render_html(summary: Mapping[str, Any], *, json_name: str | None = None) -> 
         regression=_as_dict(summary.get("regression")),
         activations=_as_dict(summary.get("activations")),
         backdoor=_as_dict(summary.get("backdoor")),
+        discovery=_as_dict(summary.get("discovery")),
         plot=layer_plot(_as_dict(summary.get("activations"))),
         json_name=json_name,
     )
