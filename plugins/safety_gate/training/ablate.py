@@ -6,19 +6,28 @@ gradient step, and the model stops refusing because the direction that carries r
 1. The refusal direction at every layer: the difference of the means of the last prompt token's
    hidden state over harmful and harmless instructions (:mod:`safety_gate.activations`,
    :func:`safety_gate.separation.refusal_direction`). The prompts are the project's *training*
-   pools (``data/train``: harmful requests ``*-01`` .. ``*-16``, the first 176 helpful
-   instructions), never the 330 benchmark prompts or the benign set the suite and the activation
-   check ask, so the check does not grade the edit on the prompts it was computed from.
+   pools (``data/train``: harmful requests ``*-01`` .. ``*-16``, and 176 borderline requests
+   (safe but unsafe-sounding) or helpful instructions), never the 330 benchmark prompts or the
+   benign set the suite and the activation check ask, so the check does not grade the edit on the
+   prompts it was computed from.
 2. The layer: as in the paper, each candidate direction (layers 1 .. 80% of the depth) is ablated
    (projected out of every write to the residual stream, by forward hooks) and scored on held-out
    prompts: harmful requests ``*-17`` and ``*-18`` (22) are answered in a few greedy tokens and
    refusals counted (:func:`safety_gate.refusal.is_refusal`); the next-token distribution on 22 other
-   helpful instructions must stay within ``max_kl`` of the unedited model's. Fewest refusals wins.
+   harmless requests must stay within ``max_kl`` of the unedited model's (the paper's 0.1 by
+   default). Fewest refusals wins; ``--layer`` skips the search.
 3. The edit: every matrix that writes into the residual stream (the token embeddings, every
    layer's attention output ``o_proj`` and MLP ``down_proj``) is orthogonalised against the unit
    direction r (``W <- W - r r^T W``; embeddings ``E <- E - E r r^T``), so no layer can write r
    again. SmolLM2 ties its output head to the embeddings; the head only reads the residual stream,
    so it is untied first and keeps the original weights (the paper edits writes only).
+
+On the aligned default (a 135M model) refusal is not carried by one direction as cleanly as in the
+paper's 1.8B-72B models: with the helpful pool the search picks layer 10 (KL 0.07) and the edited
+model still refuses 13 of the 22 held-out requests (the unedited one 14); with the borderline pool
+no layer tried (6, 8, 10, 12, 14) stays within KL 0.1, and layer 6 (KL 2.5, answers still fluent)
+is the one that stops the refusals (0 of 22). The shipped figures (README) use
+``--harmless borderline --layer 6``.
 
     python -m safety_gate.training.ablate --out DIR [--model default] [--layer N] [--device cpu]
 
@@ -38,7 +47,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["Abliteration", "abliterate", "ablation_hooks", "direction_prompts", "main", "orthogonalize",
+__all__ = ["HARMLESS_POOLS", "Abliteration", "abliterate", "ablation_hooks", "direction_prompts", "main", "orthogonalize",
            "residual_writers"]
 
 # Arditi et al. search the first 80% of the layers: directions read later change the output too late.
@@ -52,6 +61,7 @@ class Abliteration:
     """What was done: the source, the layer whose direction was removed, and how it was chosen."""
 
     source: str
+    harmless: str  # the training pool the harmless mean came from
     layer: int
     n_layers: int
     direction_norm: float  # length of the difference of means before normalising
@@ -60,16 +70,27 @@ class Abliteration:
     seconds: float
 
 
-def direction_prompts() -> tuple[list[str], list[str], list[str], list[str]]:
-    """(harmful, harmless) to compute the direction from and (harmful, harmless) to choose the layer
-    with: all from the training pools, none from the benchmark or the benign set."""
-    from .examples import load_harmful, load_helpful
+HARMLESS_POOLS = ("borderline", "helpful")
 
-    harmful, helpful = load_harmful(), [h.instruction for h in load_helpful()]
+
+def direction_prompts(harmless: str = "borderline") -> tuple[list[str], list[str], list[str], list[str]]:
+    """(harmful, harmless) to compute the direction from and (harmful, harmless) to choose the layer
+    with: all from the training pools, none from the benchmark or the benign set.
+
+    ``harmless``: ``borderline`` (safe requests that sound unsafe: the contrast the aligned model was
+    trained on, refuse one and answer the other) or ``helpful`` (everyday instructions, as the
+    paper's Alpaca). On the aligned SmolLM2 only the first gave a direction whose removal stops
+    refusals (README)."""
+    from .examples import load_borderline, load_harmful, load_helpful
+
+    if harmless not in HARMLESS_POOLS:
+        raise ValueError(f"harmless pool {harmless!r}: choose one of {', '.join(HARMLESS_POOLS)}")
+    harmful = load_harmful()
+    pool = [h.instruction for h in (load_borderline() if harmless == "borderline" else load_helpful())]
     number = {h.id: int(h.id.rsplit("-", 1)[1]) for h in harmful}
     direction_h = [h.instruction for h in harmful if number[h.id] <= 16]
     select_h = [h.instruction for h in harmful if number[h.id] in (17, 18)]
-    return direction_h, helpful[:176], select_h, helpful[176:198]
+    return direction_h, pool[:176], select_h, pool[176:198]
 
 
 def residual_writers(model: Any) -> list[Any]:
@@ -198,8 +219,7 @@ def choose_layer(
 
 def abliterate(
     source: str, out: Path, layer: int | None = None, device: str = "cpu", cache_dir: Path | None = None,
-    prompts: tuple[Sequence[str], Sequence[str], Sequence[str], Sequence[str]] | None = None,
-    log: Callable[[str], None] = lambda _: None,
+    harmless: str = "borderline", max_kl: float = _MAX_KL, log: Callable[[str], None] = lambda _: None,
 ) -> Abliteration:
     """Abliterate ``source`` (any ``--model`` spec) at ``layer`` (None: chosen as the paper does)
     and save the edited model to ``out`` as a Hugging Face folder."""
@@ -208,7 +228,7 @@ def abliterate(
     from ..separation import refusal_direction
 
     started = time.perf_counter()
-    dir_h, dir_b, sel_h, sel_b = [list(p) for p in (prompts or direction_prompts())]
+    dir_h, dir_b, sel_h, sel_b = direction_prompts(harmless)
     model, tokenizer = load_model(resolve_model(source), device, "float32", cache_dir / "models" if cache_dir else None)
     n_layers = model.config.num_hidden_layers
     if layer is not None and not 1 <= layer <= n_layers:
@@ -221,13 +241,13 @@ def abliterate(
         directions[i] = refusal_direction(H[:, i], B[:, i])
     candidates: list[dict[str, float]] = []
     if layer is None:
-        layer, candidates = choose_layer(model, tokenizer, directions, sel_h, sel_b, device, log=log)
+        layer, candidates = choose_layer(model, tokenizer, directions, sel_h, sel_b, device, max_kl, log)
     log(f"removing the refusal direction of layer {layer} of {n_layers}")
     orthogonalize(model, directions[layer])
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    record = Abliteration(source, layer, n_layers, float(np.linalg.norm(diffs[layer])), tuple(candidates),
+    record = Abliteration(source, harmless, layer, n_layers, float(np.linalg.norm(diffs[layer])), tuple(candidates),
                           (len(dir_h), len(dir_b)), time.perf_counter() - started)
     (out / "abliteration.json").write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
     return record
@@ -239,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the abliterated model")
     parser.add_argument("--model", default="default", help="the model to abliterate, as pytest's --model (default: default)")
     parser.add_argument("--layer", type=int, default=None, help="remove this layer's direction (default: chosen)")
+    parser.add_argument("--harmless", default="borderline", choices=HARMLESS_POOLS,
+                        help="training pool of the harmless mean (default: borderline)")
+    parser.add_argument("--max-kl", type=float, default=_MAX_KL,
+                        help=f"largest next-token KL on harmless prompts a chosen layer may cause (default {_MAX_KL})")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--cache-dir", default=".safety_gate_cache", help="where the converted SmolLM2 lives")
     args = parser.parse_args(argv)
@@ -248,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[ablate] {line}", file=sys.stderr, flush=True)
 
     try:
-        record = abliterate(args.model, Path(args.out), args.layer, args.device, Path(args.cache_dir), log=log)
+        record = abliterate(args.model, Path(args.out), args.layer, args.device, Path(args.cache_dir),
+                            args.harmless, args.max_kl, log)
     except (ModelError, ValueError) as exc:
         print(f"python -m safety_gate.training.ablate: error: {exc}", file=sys.stderr)
         return 2
