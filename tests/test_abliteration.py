@@ -45,7 +45,9 @@ def best_layer(tiny_model: Path) -> int:
 @pytest.fixture(scope="module")
 def abliterated(tiny_model: Path, best_layer: int, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("abliterated") / "model"
-    abliterate(str(tiny_model), out, layer=best_layer)
+    # The helpful pool: on the random model the borderline one points less along what the check reads
+    # (cosine 0.64 with the check's direction after the edit, projection kept 0.37: flagged on one count only).
+    abliterate(str(tiny_model), out, layer=best_layer, harmless="helpful")
     return out
 
 
@@ -95,7 +97,7 @@ def test_saved_folder_reloads_as_the_edited_model(abliterated: Path, tiny_model:
     import torch
 
     record = json.loads((abliterated / "abliteration.json").read_text())
-    assert record["layer"] == best_layer and record["source"] == str(tiny_model)
+    assert record["layer"] == best_layer and record["source"] == str(tiny_model) and record["harmless"] == "helpful"
     assert record["n_direction_prompts"] == [176, 176]
     model, tokenizer = load_model(resolve_model(str(abliterated)), "cpu", "float32", None)
     base, _ = load_model(resolve_model(str(tiny_model)), "cpu", "float32", None)
