@@ -22,13 +22,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def abliterated_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    import safety_gate
     from conftest import ADAPTER_CACHE
 
     out = tmp_path_factory.mktemp("abliterated") / "model"
+    # The child imports the safety_gate under test (this checkout), not whichever one is installed.
+    package_root = str(Path(safety_gate.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
         [sys.executable, "-m", "safety_gate.training.ablate", "--out", str(out), "--harmless", "borderline",
          "--layer", "6", "--cache-dir", str(ADAPTER_CACHE)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out
