@@ -9,6 +9,7 @@ the full figures are in the README. The edit takes about a minute on a free 2-co
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +21,26 @@ from test_finetuning import FAST, _summary, shared_cache, small_sets  # noqa: F4
 pytestmark = pytest.mark.slow
 
 
+def _checkout_env() -> dict[str, str]:
+    """The environment with the safety_gate under test (this checkout) first on the path, so a child
+    process does not import whichever one is installed."""
+    import safety_gate
+
+    package_root = str(Path(safety_gate.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.fixture(autouse=True)
+def _children_import_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", _checkout_env()["PYTHONPATH"])
+
+
 @pytest.fixture(scope="module")
 def abliterated_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import os
-
-    import safety_gate
     from conftest import ADAPTER_CACHE
 
     out = tmp_path_factory.mktemp("abliterated") / "model"
-    # The child imports the safety_gate under test (this checkout), not whichever one is installed.
-    package_root = str(Path(safety_gate.__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = _checkout_env()
     done = subprocess.run(
         [sys.executable, "-m", "safety_gate.training.ablate", "--out", str(out), "--harmless", "borderline",
          "--layer", "6", "--cache-dir", str(ADAPTER_CACHE)],
