@@ -146,3 +146,15 @@ def test_bad_inputs_are_clear_errors(tiny_model: Path, tmp_path: Path, capsys: p
     assert main(["--model", str(tiny_model), "--layer", "3", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--layer 3" in err and "has layers 1 .. 2" in err
+
+
+def test_layer_search_scores_each_candidate_and_respects_the_kl_bound(tiny_model: Path, tmp_path: Path) -> None:
+    # Two layers: the search tries layers 1 .. 80% of the depth, here layer 1 only.
+    record = abliterate(str(tiny_model), tmp_path / "searched", harmless="helpful", max_kl=1e9)
+    (tried,) = record.candidates
+    assert record.layer == 1 and tried["layer"] == 1
+    assert tried["refusals"] == 0.0 and tried["kl"] > 0.0  # random text is never a refusal; the edit moved it
+    with pytest.raises(ValueError, match="no candidate layer keeps the harmless next-token KL within 0.0"):
+        abliterate(str(tiny_model), tmp_path / "bounded", harmless="helpful", max_kl=0.0)
+    with pytest.raises(ValueError, match="harmless pool 'alpaca': choose one of borderline, helpful"):
+        abliterate(str(tiny_model), tmp_path / "x", harmless="alpaca")
