@@ -133,7 +133,7 @@ def test_compare_sees_harmful_prompts_move_to_the_harmless_side() -> None:
     assert best.layer == 1
     assert best.auroc_change < -0.3
     assert best.distance_change < 0
-    assert best.projection_ratio < -0.5  # half a gap below the midpoint -> -1
+    assert abs(best.projection_ratio) < 0.1  # no gap left along the baseline direction
 
 
 def test_compare_survives_an_embedding_layer_without_spread() -> None:

@@ -198,8 +198,7 @@ def cosine(u: Any, v: Any) -> float:
 def mean_projection(X: Any, direction: Any, origin: Any) -> float:
     """Mean of ``(X - origin) . direction``: where a cloud lies along a (unit) direction.
 
-    With the reference model's refusal direction and the midpoint of its two centroids as origin,
-    positive is the harmful side and negative the harmless side.
+    With a refusal direction and the harmless centroid as origin, positive is the harmful side.
     """
     X = _cloud(X, "X")
     direction = _vector(direction, "direction", X.shape[1])
@@ -255,11 +254,17 @@ def layer_report(H_states: Any, B_states: Any, folds: int = 5, seed: int = 0) ->
 class LayerComparison:
     """One layer of the reference (baseline) model against the new (fine-tuned) model.
 
-    Projections are on the reference refusal direction, from the midpoint of the reference
-    centroids; the reference's own harmful projection is half its centroid gap. ``projection_ratio``
-    is new over reference: 1 = harmful prompts stay where they were, 0 = at the midpoint (the probe
-    can no longer tell), negative = on the harmless side. It assumes both models share a hidden
-    space, as a fine-tune (or adapter) of the reference does.
+    Projections are of the harmful centroid on the reference refusal direction, each measured from
+    the same model's own harmless centroid (for the reference: its centroid gap). ``projection_ratio``
+    is new over reference: 1 = harmful prompts lie as far on the harmful side of the harmless ones
+    as before, 0 = the direction no longer tells them apart (as after abliteration), negative =
+    reversed. Measuring each model from its own harmless centroid makes it blind to a shift of
+    the whole cloud, which a fine-tune or weight edit makes without changing what separates the
+    two kinds; measured from the reference midpoint instead, ablating a random direction from a
+    tiny Llama's residual writes moved the ratio to 1.3-2.5 and ablating the refusal direction
+    to 6.6 (the pairs of tests/test_abliteration.py; from each own harmless centroid: 0.83-0.98 and
+    0.15). It assumes both models share a hidden space, as a
+    fine-tune (or adapter, or weight edit) of the reference does.
     """
 
     layer: int
@@ -310,9 +315,8 @@ def _compare_layer(
 ) -> LayerComparison:
     ref, new = _separation(layer, rH, rB, folds, seed), _separation(layer, nH, nB, folds, seed)
     direction = refusal_direction(rH, rB)
-    midpoint = (rH.mean(axis=0) + rB.mean(axis=0)) / 2.0
-    ref_proj = mean_projection(rH, direction, midpoint)
-    new_proj = mean_projection(nH, direction, midpoint)
+    ref_proj = mean_projection(rH, direction, rB.mean(axis=0))
+    new_proj = mean_projection(nH, direction, nB.mean(axis=0))
     return LayerComparison(
         layer=layer,
         reference=ref,
@@ -322,7 +326,7 @@ def _compare_layer(
         direction_cosine=cosine(direction, refusal_direction(nH, nB)),
         reference_harmful_projection=ref_proj,
         new_harmful_projection=new_proj,
-        projection_ratio=new_proj / ref_proj,  # ref_proj is half the (non-zero) reference gap
+        projection_ratio=new_proj / ref_proj,  # ref_proj is the (non-zero) reference gap
     )
 
 
