@@ -66,7 +66,7 @@ def main() -> None:
             shutil.copytree(first / "models", cache / "models")  # the converted model, not the answers
             args = [f"--cache-dir={cache}", f"--report={cache}/r.html", tokens, f"--batch-size={size}"]
             wall, rss, out = run_pytest(args)
-            rows.append((f"cold: 330 prompts, batch {size}", wall, rss, answers_line(out)))
+            rows.append((f"cold: the default suite, batch {size}", wall, rss, answers_line(out)))
             wall, rss, out = run_pytest(args)
             rows.append(("warm rerun: 330 prompts, all cached", wall, rss, answers_line(out)))
         cache = work / "batch1"
