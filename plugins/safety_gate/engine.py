@@ -14,12 +14,13 @@ from typing import Any, Callable, Sequence
 
 __all__ = ["Answer", "HFEngine", "auto_batch_size", "plan_batches"]
 
-# Measured on the 2-core CPU (bench/cpu_suite.py, SmolLM2-135M, 330 prompts x 128 new tokens):
-# float32: 22 tokens/s at batch 1, 240 at batch 64, 257 at two balanced batches of 165;
-# bfloat16 (the auto dtype where the CPU has native bf16): 29 at batch 1, 421 at 64, 582 at 165.
-# Balanced batches under a cap of 192 answer the 330 prompts in two batches of 165.
-# The GPU default is a conservative fixed size for now.
-_CPU_BATCH = 192
+# Measured on the 2-core CPU (bench/cpu_suite.py, 128 new tokens). The bare SmolLM2, which rarely
+# stops early (330 prompts): float32 22 tokens/s at batch 1, 240 at 64, 257 at two batches of 165;
+# bfloat16 29 at batch 1, 421 at 64, 582 at 165. The aligned default with the benign set (547
+# prompts; short refusals end early, and a batch runs until its longest answer ends): batches of
+# 92 took 155 s of generation at 6.0 GB peak, of 183 168 s at 10.9 GB, of 274 166 s at 16.3 GB,
+# one of 547 528 s. So the cap is 96: as fast or faster, and laptop-sized memory.
+_CPU_BATCH = 96
 _CUDA_BATCH = 128
 
 
