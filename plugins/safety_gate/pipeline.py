@@ -83,7 +83,17 @@ def system_prompt(settings: Settings, prompt: Prompt) -> str | None:
 
 def _load_local(settings: Settings, spec: ModelSpec, info: RunInfo) -> tuple[Any, int | None]:
     """The local engine with its model loaded (``--engine hf``: transformers generate; auto: the
-    static engine where it applies), and its batch size (None: the engine's automatic size)."""
+    static engine where it applies; ``--gpus N``: worker processes that load their own), and its
+    batch size (None: the engine's automatic size)."""
+    if settings.gpus > 1:
+        from .shards import ShardedEngine, ShardError, devices_for
+
+        try:
+            devices = devices_for(info.device, settings.gpus)
+        except ShardError as exc:
+            raise ModelError(str(exc)) from None
+        info.engine = f"{settings.engine} x {len(devices)} processes ({', '.join(devices)})"
+        return ShardedEngine(spec, settings, devices), settings.batch_size
     import torch
 
     from .engine import HFEngine
@@ -104,8 +114,6 @@ def _generate(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Generate answers for ``prompts`` (none cached), storing each batch; returns key -> answer and
     key -> why no answer came (a ``server`` engine's prompts that failed for good)."""
-    if server is None and settings.gpus > 1:
-        return _generate_sharded(settings, spec, prompts, keys, cache, info, stream), {}
     engine, batch_size = (server, server.concurrency) if server is not None else _load_local(settings, spec, info)
     texts = [engine.render(p.instruction, system_prompt(settings, p)) for p in prompts]
     answers: dict[str, str] = {}
@@ -142,42 +150,6 @@ def _generate(
         if server is not None:
             info.engine_stats = server.stats()
     return answers, failures
-
-
-def _generate_sharded(
-    settings: Settings, spec: ModelSpec, prompts: Sequence[Prompt], keys: list[str], cache: Cache,
-    info: RunInfo, stream: IO[str] | None,
-) -> dict[str, str]:
-    """``_generate`` over ``--gpus`` worker processes (shards.py); the parent loads no model."""
-    from .shards import ShardError, devices_for, generate_sharded
-
-    try:
-        devices = devices_for(info.device, settings.gpus)
-    except ShardError as exc:
-        raise ModelError(str(exc)) from None
-    info.engine = f"{settings.engine} x {len(devices)} processes ({', '.join(devices)})"
-    answers: dict[str, str] = {}
-    bar = _bar(stream, len(prompts) * settings.max_new_tokens, f"safety-gate: generating {len(prompts)} answers "
-               f"on {len(devices)} devices", "tok")
-
-    def on_batch(indices: list[int], batch: list[Any]) -> None:
-        cache.put_answers([(keys[i], a.text, a.n_tokens, a.finish) for i, a in zip(indices, batch)])
-        for i, a in zip(indices, batch):
-            answers[keys[i]] = a.text
-            info.new_tokens += a.n_tokens
-        info.answers_generated += len(indices)
-        bar.n = len(answers) * settings.max_new_tokens
-        bar.refresh()
-
-    started = time.perf_counter()
-    try:
-        sizes = generate_sharded(spec, settings, [(p.instruction, system_prompt(settings, p)) for p in prompts],
-                                 [len(p.instruction) for p in prompts], devices, on_batch)
-        info.batch_size = max(sizes, default=settings.batch_size)
-    finally:
-        bar.close()
-        info.generate_seconds = time.perf_counter() - started
-    return answers
 
 
 def _judge(

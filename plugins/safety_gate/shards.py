@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from .engine import Answer
 
-__all__ = ["ShardError", "deal", "devices_for", "generate_sharded"]
+__all__ = ["ShardError", "ShardedEngine", "deal", "devices_for", "generate_sharded"]
 
 _POLL_SECONDS = 2.0
 
@@ -117,3 +117,24 @@ def generate_sharded(
     if errors:
         raise ShardError("generation failed on " + "; ".join(errors))
     return sizes
+
+
+class ShardedEngine:
+    """``--gpus N`` behind the engines' interface: ``render`` keeps (instruction, system prompt) for
+    the workers, which render with their own tokenizer; ``generate`` runs :func:`generate_sharded`."""
+
+    def __init__(self, spec: Any, settings: Any, devices: list[str]) -> None:
+        self.spec, self.settings, self.devices = spec, settings, devices
+        self.batch_sizes: list[int] = []
+
+    def render(self, instruction: str, system_prompt: str | None) -> tuple[str, str | None]:
+        return instruction, system_prompt
+
+    def generate(
+        self, prompts: Sequence[tuple[str, str | None]], max_new_tokens: int, batch_size: int | None,
+        on_batch: Callable[[list[int], list[Answer]], None], on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Answers go to ``on_batch`` as workers finish batches; the settings carry max_new_tokens
+        and the batch size to the workers."""
+        lengths = [len(instruction) for instruction, _ in prompts]
+        self.batch_sizes += generate_sharded(self.spec, self.settings, prompts, lengths, self.devices, on_batch)
