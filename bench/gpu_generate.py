@@ -157,6 +157,15 @@ def sharded(args: Any, prompts: list[list[int]], gpus: int) -> tuple[float, list
     return max(r[2] for r in results) - min(r[1] for r in results), results
 
 
+def multi_gpu_line(name: str, args: Any, workload: list[list[int]], single: float) -> dict[str, Any]:
+    """Time ``workload`` over ``args.gpus`` GPUs, print it with its speed-up over ``single`` seconds on one."""
+    wall, results = sharded(args, workload, args.gpus)
+    per_gpu = ", ".join(f"{d} {e - s:.2f} s {b}" for d, s, e, b in sorted(results))
+    print(f"{name:<44} {wall:8.2f} s  {len(workload) * args.new_tokens / wall:9.0f} tok/s  speed-up over one GPU "
+          f"{single / wall:.2f}x  (per GPU: {per_gpu})", flush=True)
+    return {"way": name, "seconds": round(wall, 3), "speedup": round(single / wall, 2)}
+
+
 def line(name: str, t: Timer, tokens: int, extra: str = "") -> dict[str, Any]:
     print(f"{name:<44} {t.seconds:8.2f} s  {tokens / t.seconds:9.0f} tok/s  peak {t.peak:6.1f} GiB  {extra}", flush=True)
     return {"way": name, "seconds": round(t.seconds, 3), "tokens_per_s": round(tokens / t.seconds, 1),
@@ -226,27 +235,19 @@ def main(argv: list[str] | None = None) -> int:
         figures["ways"].append(line(f"static engine, suite workload ({len(suite)} prompts)", t, len(suite) * args.new_tokens,
                                     f"batches {engine.batch_sizes}"))
 
-    if args.gpus > 1:
-        single = next(w["seconds"] for w in figures["ways"] if w["way"] == "safety-gate static engine (again)")
+    run_hf = not args.skip_hf
+    if args.gpus > 1:  # frees this process's GPU for the workers, so transformers generate is not timed
+        single = {w["way"]: w["seconds"] for w in figures["ways"]}
         del engine, model
         torch.cuda.empty_cache()
-        wall, results = sharded(args, prompts, args.gpus)
-        print(f"{'static engine on ' + str(args.gpus) + ' GPUs (one process each)':<44} {wall:8.2f} s  "
-              f"{tokens / wall:9.0f} tok/s  speed-up over one GPU {single / wall:.2f}x  "
-              f"(per GPU: {', '.join(f'{d} {e - s:.2f} s {b}' for d, s, e, b in sorted(results))})", flush=True)
-        figures["ways"].append({"way": f"static engine on {args.gpus} GPUs", "seconds": round(wall, 3),
-                                "speedup": round(single / wall, 2)})
+        figures["ways"].append(multi_gpu_line(f"static engine on {args.gpus} GPUs", args, prompts,
+                                              single["safety-gate static engine (again)"]))
         if args.suite:
-            single = next(w["seconds"] for w in figures["ways"] if w["way"].startswith("static engine, suite workload"))
-            wall, results = sharded(args, suite, args.gpus)
-            print(f"{'suite workload on ' + str(args.gpus) + ' GPUs':<44} {wall:8.2f} s  {len(suite) * args.new_tokens / wall:9.0f} "
-                  f"tok/s  speed-up over one GPU {single / wall:.2f}x  (per GPU: "
-                  f"{', '.join(f'{d} {e - s:.2f} s {b}' for d, s, e, b in sorted(results))})", flush=True)
-            figures["ways"].append({"way": f"suite workload on {args.gpus} GPUs", "seconds": round(wall, 3),
-                                    "speedup": round(single / wall, 2)})
-        args.skip_hf = True
+            figures["ways"].append(multi_gpu_line(f"suite workload on {args.gpus} GPUs", args, suite,
+                                                  single[f"static engine, suite workload ({len(suite)} prompts)"]))
+        run_hf = False
 
-    if not args.skip_hf:
+    if run_hf:
         with Timer(dev) as t:
             reference = hf_generate(model, prompts, args.new_tokens, args.hf_batch, dev)
         figures["ways"].append(line(f"transformers generate, sorted batches of {args.hf_batch}", t, tokens))
