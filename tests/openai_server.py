@@ -162,6 +162,23 @@ class FakeOpenAI:
         assert self._server is not None, "server not started"
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
+    def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:
+        """Wait until no request is in flight and none has arrived for ``quiet`` seconds: a client
+        interrupted mid-request may still deliver one, which must not count for the next run."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy, count = self._state.in_flight, len(self._state.requests)
+            if busy or count != seen:
+                seen, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"the server did not go quiet within {timeout} s")
+
     def reset(self) -> None:
         """Forget requests, queued faults and the concurrency peak."""
         with self._lock:
