@@ -14,6 +14,7 @@ from safety_gate.models import load_model, resolve_model
 from safety_gate.static_engine import (
     StaticEngine,
     choose_engine,
+    fusable,
     kv_bytes_per_token,
     plan_by_memory,
     unsupported_reason,
@@ -105,6 +106,81 @@ def test_models_it_cannot_drive_are_named_and_left_to_generate(tmp_path: Path, t
     assert "sliding-window" in (unsupported_reason(model) or "")
 
 
+def _qwen3_tiny(tiny_model: Path) -> tuple[object, object]:
+    """A random 2-layer Qwen3 (per-head q/k norms, attention biases off) with the tiny tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(5)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, initializer_range=0.3, use_sliding_window=False)
+    return Qwen3ForCausalLM(config).eval(), tokenizer
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3", "llama+lora"])
+def test_the_fused_step_gives_the_layers_answers(tiny_model: Path, kind: str) -> None:
+    """The fused decoding step (the layers' parts driven one by one) answers as the layers called
+    whole and as transformers generate: a Llama, a Qwen3 (per-head norms) and a LoRA-wrapped Llama."""
+    if kind == "qwen3":
+        model, tokenizer = _qwen3_tiny(tiny_model)
+    else:
+        model, tokenizer = _load(tiny_model)
+    if kind == "llama+lora":
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(1)
+        peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+        model = peft.base_model.model  # the Llama, its projections now LoRA layers
+        assert hasattr(model.model.layers[0].self_attn.q_proj, "lora_A")
+    assert fusable(model)
+    fused, layers = StaticEngine(model, tokenizer, "cpu"), StaticEngine(model, tokenizer, "cpu", fused=False)
+    assert fused.fused and not layers.fused
+    texts = [fused.render(p, None) for p in PROMPTS]
+    a = fused.generate(texts, 23, None, lambda *_: None)
+    b = layers.generate(texts, 23, None, lambda *_: None)
+    reference = HFEngine(model, tokenizer, "cpu").generate(texts, 23, 1, lambda *_: None)
+    assert [x.text for x in a] == [x.text for x in b] == [x.text for x in reference]
+    assert len({x.text for x in a}) > 1  # the prompts lead to different answers
+
+
+def test_layers_it_cannot_fuse_are_called_whole(tiny_model: Path) -> None:
+    model, tokenizer = _load(tiny_model)
+    model.config.hidden_act = "gelu"
+    assert not fusable(model)
+    assert not StaticEngine(model, tokenizer, "cpu").fused
+    with pytest.raises(ValueError, match="fused decoding step needs"):
+        StaticEngine(model, tokenizer, "cpu", fused=True)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_fused_kernels_equal_their_references(dtype: str) -> None:
+    import torch
+
+    from safety_gate.decode_kernels import add_rms_norm, rotary_store, silu_mul
+
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    x, r = torch.randn(7, 4096, device="cuda", dtype=dt), torch.randn(7, 4096, device="cuda", dtype=dt)
+    w = torch.randn(4096, device="cuda", dtype=dt)
+    for residual in (None, r):
+        (y1, s1), (y2, s2) = add_rms_norm(x, residual, w, 1e-6), add_rms_norm(x, residual, w, 1e-6, fused=False)
+        assert torch.equal(s1, s2)
+        assert torch.allclose(y1.float(), y2.float(), rtol=1e-2 if dt == torch.bfloat16 else 1e-5, atol=1e-5)
+    q, k, v = (torch.randn(5, h, 128, device="cuda", dtype=dt) for h in (8, 2, 2))
+    cos, sin = torch.randn(5, 128, device="cuda", dtype=dt), torch.randn(5, 128, device="cuda", dtype=dt)
+    slots = torch.tensor([9, 0, 3, 4, 12], device="cuda")
+    pools = [torch.zeros(13, 2, 128, device="cuda", dtype=dt) for _ in range(4)]
+    got = rotary_store(q, k, v, cos, sin, pools[0], pools[1], slots)
+    want = rotary_store(q, k, v, cos, sin, pools[2], pools[3], slots, fused=False)
+    assert torch.equal(got, want) and torch.equal(pools[0], pools[2]) and torch.equal(pools[1], pools[3])
+    g, u = torch.randn(5, 11008, device="cuda", dtype=dt), torch.randn(5, 11008, device="cuda", dtype=dt)
+    assert torch.allclose(silu_mul(g, u).float(), silu_mul(g, u, fused=False).float(), rtol=1e-2, atol=1e-5)
+
+
 def _wide_tiny(tiny_model: Path, device: str) -> tuple[object, object]:
     """A random 2-layer Llama with 16-dim heads (the kernel's smallest) and the tiny tokenizer."""
     import torch
@@ -146,8 +222,9 @@ def test_cuda_graphs_give_the_eager_loops_answers(tiny_model: Path) -> None:
     texts = [graphs.render(p, None) for p in PROMPTS]
     a = graphs.generate(texts, 67, None, lambda *_: None)
     b = eager.generate(texts, 67, None, lambda *_: None)
+    unfused = StaticEngine(model, tokenizer, "cuda", fused=False).generate(texts, 67, None, lambda *_: None)
     reference = HFEngine(model, tokenizer, "cuda").generate(texts, 67, 1, lambda *_: None)
-    assert [x.text for x in a] == [x.text for x in b] == [x.text for x in reference]
+    assert [x.text for x in a] == [x.text for x in b] == [x.text for x in unfused] == [x.text for x in reference]
     assert type(choose_engine(model, tokenizer, "cuda")) is StaticEngine
 
 

@@ -12,7 +12,10 @@ embedding, norm and head of a Llama-family model) and changes how they are drive
   captured once as a CUDA graph, so the CPU only replays it and synchronises every
   ``CHECK_EVERY`` steps to stop once every row has finished;
 - batches as large as free GPU memory allows, from the cache's bytes per token;
-- prefill in row chunks (padded only to the chunk's longest prompt), logits for the last position only.
+- prefill in row chunks (padded only to the chunk's longest prompt), logits for the last position only;
+- in a decoding step, the layer's own projections between fused kernels for the residual sums and
+  norms, the rotary embedding with the cache write, and the activation (``decode_kernels``), where
+  the layers are the standard ones (``fusable``); other layers are called as they are.
 
 On the CPU the same loop runs eagerly. Answers match ``model.generate`` token for token where the
 arithmetic is the same (float32, tests/test_static_engine.py). Architectures outside
@@ -23,10 +26,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from .decode_kernels import add_rms_norm, rotary_store, silu_mul
 from .engine import Answer, HFEngine
 from .ragged_attention import decode_attention, kernel_available
 
-__all__ = ["StaticEngine", "choose_engine", "kv_bytes_per_token", "plan_by_memory", "unsupported_reason"]
+__all__ = ["StaticEngine", "choose_engine", "fusable", "kv_bytes_per_token", "plan_by_memory", "unsupported_reason"]
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 CHECK_EVERY = 32  # decoding steps between checks whether every row has finished
@@ -50,6 +54,27 @@ def unsupported_reason(model: Any) -> str | None:
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
         return "layers other than full attention are not supported"
     return None
+
+
+_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
+
+
+def fusable(model: Any) -> bool:
+    """Whether a decoding step can run the layers' parts itself (``_Batch._fused_logits``): every
+    norm one of the standard RMSNorms, SiLU activations, the attention's projections where
+    transformers puts them (LoRA-wrapped projections are fine: they are called as modules)."""
+    inner = model.model
+    norms = [inner.norm] + [n for layer in inner.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+    for layer in inner.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        if not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling")):
+            return False
+        if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
+            return False
+        if getattr(model.config, "hidden_act", None) not in ("silu", "swish"):
+            return False
+        norms += [getattr(attn, n) for n in ("q_norm", "k_norm") if hasattr(attn, n)]
+    return all(type(n).__name__ in _NORMS and hasattr(n, "variance_epsilon") for n in norms)
 
 
 def _heads(model: Any) -> tuple[int, int, int]:
@@ -132,6 +157,7 @@ class _Cache:
         import torch
 
         _, kv_heads, head_dim = _heads(model)
+        self.head_dim = head_dim
         shape = (sum(caps), kv_heads, head_dim)
         layers = model.config.num_hidden_layers
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
@@ -230,11 +256,40 @@ class _Batch:
         self.token[:, 0] = token
         self.step += 1
 
+    def _fused_logits(self) -> Any:
+        """A decoding step's logits, the layers' parts driven one by one: what the layers compute,
+        with the element-wise work between the projections fused (``decode_kernels``)."""
+        inner, cache = self.engine.model.model, self.cache
+        hidden = inner.embed_tokens(self.token[:, 0])
+        cos, sin = (t[:, 0] for t in inner.rotary_emb(hidden[:, None], self.position))
+        slots = cache.span[0] + cache.length
+        rows, residual = self.n, None
+        for i, layer in enumerate(inner.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            norm = layer.input_layernorm
+            x, residual = add_rms_norm(hidden, residual, norm.weight, norm.variance_epsilon)
+            q = attn.q_proj(x).view(rows, -1, cache.head_dim)
+            k = attn.k_proj(x).view(rows, -1, cache.head_dim)
+            if hasattr(attn, "q_norm"):  # Qwen3: a norm over each head before the rotary embedding
+                q = add_rms_norm(q, None, attn.q_norm.weight, attn.q_norm.variance_epsilon)[0]
+                k = add_rms_norm(k, None, attn.k_norm.weight, attn.k_norm.variance_epsilon)[0]
+            v = attn.v_proj(x).view(rows, -1, cache.head_dim)
+            q = rotary_store(q, k, v, cos, sin, cache.keys[i], cache.values[i], slots)
+            out = decode_attention(q, cache.keys[i], cache.values[i], cache.span[0], cache.span[1], attn.scaling)
+            norm = layer.post_attention_layernorm
+            x, residual = add_rms_norm(attn.o_proj(out.view(rows, -1)), residual, norm.weight, norm.variance_epsilon)
+            hidden = mlp.down_proj(silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))
+        x, _ = add_rms_norm(hidden, residual, inner.norm.weight, inner.norm.variance_epsilon)
+        return self.engine.model.lm_head(x)
+
     def decode_step(self) -> None:
         """One decoding step for every row (graph-capturable: no host synchronisation)."""
         cache = self.cache
         cache.span[1].copy_(cache.length + 1)
-        logits = self._layers(self.engine.model.model.embed_tokens(self.token), cache.span, self.position)
+        if self.engine.fused:
+            logits = self._fused_logits()
+        else:
+            logits = self._layers(self.engine.model.model.embed_tokens(self.token), cache.span, self.position)
         self.token[:, 0] = logits.argmax(-1)
         self._emit()
         self.position += 1
@@ -244,7 +299,8 @@ class _Batch:
 class StaticEngine(HFEngine):
     """Greedy batched generation through :class:`_Batch`; same interface as :class:`HFEngine`."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: str, graphs: bool | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, device: str, graphs: bool | None = None,
+                 fused: bool | None = None) -> None:
         super().__init__(model, tokenizer, device)
         reason = unsupported_reason(model)
         if reason:
@@ -255,6 +311,9 @@ class StaticEngine(HFEngine):
             raise ValueError(f"CUDA graphs need the ragged-attention kernel, which does not apply here "
                              f"(device {device}, head size {_heads(model)[2]}, Triton installed or not)")
         self.graphs = capturable if graphs is None else graphs
+        if fused and not fusable(model):
+            raise ValueError("the fused decoding step needs standard RMSNorm layers, SiLU and the usual projections")
+        self.fused = fusable(model) if fused is None else fused
         self.stop_ids = self._stop_ids()
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         self.pad_id = pad if pad is not None else (min(self.stop_ids) if self.stop_ids else 0)
