@@ -215,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         again = ours(engine, prompts, args.new_tokens)
     figures["ways"].append(line("safety-gate static engine (again)", t, tokens))
     figures["deterministic"] = again == mine
+    whole = StaticEngine(model, None, dev, fused=False)
+    with Timer(dev) as t:
+        unfused = ours(whole, prompts, args.new_tokens)
+    figures["ways"].append(line("static engine, layers called whole (unfused)", t, tokens))
+    figures["fused_equals_unfused"] = sum(a == b for a, b in zip(mine, unfused))
+    print(f"token-identical answers, fused vs unfused step: {figures['fused_equals_unfused']}/{len(prompts)}", flush=True)
+    del whole
     if bw:
         lengths = [len(p) for p in prompts]
         plan = [[lengths[i] for i in b] for b in engine._plan(lengths, args.new_tokens, None)]
