@@ -5,7 +5,8 @@ At decoding batch sizes a Llama layer's norms, rotary embedding and activations 
 tiny kernels, each cheap but each launched and each reading and writing the whole hidden state
 again; on a 7B model that was ~4.6 ms of a ~20 ms step (README, fast generation). Here each is one
 Triton kernel on CUDA. Every kernel rounds where transformers' modules round (to the model's dtype
-after each operation), so the results are those of the modules they replace, and each has a torch
+after each operation, no fused multiply-adds), so the results are those of the modules they
+replace (bit for bit in the rotary embedding; to rounding in the norm and SiLU), and each has a torch
 reference that is the modules' own arithmetic: used on the CPU, or without Triton, and what the
 kernels are tested against.
 """
@@ -125,7 +126,7 @@ def add_rms_norm(x: Any, residual: Any, weight: Any, eps: float, fused: bool | N
     total = x if residual is None else torch.empty_like(x)
     _kernel("norm")[(x.numel() // n,)](
         x, x if residual is None else residual.contiguous(), weight, out, total, eps, N=n, BLOCK=_pow2(n),
-        HAS_R=residual is not None, num_warps=min(16, max(1, _pow2(n) // 256)),
+        HAS_R=residual is not None, num_warps=min(16, max(1, _pow2(n) // 256)), enable_fp_fusion=False,
     )
     return out, total
 
@@ -154,7 +155,7 @@ def rotary_store(q: Any, k: Any, v: Any, cos: Any, sin: Any, keys: Any, values: 
     out = torch.empty_like(q)
     _kernel("rotary")[(rows, heads + k.shape[1])](
         q, k, v, cos.contiguous(), sin.contiguous(), out, keys, values, slots, HEADS=heads, KV_HEADS=k.shape[1],
-        HALF=dim // 2, HALF_PAD=_pow2(dim // 2), num_warps=1,
+        HALF=dim // 2, HALF_PAD=_pow2(dim // 2), num_warps=1, enable_fp_fusion=False,
     )
     return out
 
@@ -170,5 +171,6 @@ def silu_mul(gate: Any, up: Any, fused: bool | None = None) -> Any:
     gate, up = gate.contiguous(), up.contiguous()
     out = torch.empty_like(gate)
     block = min(1024, _pow2(n))
-    _kernel("silu")[(gate.numel() // n, -(-n // block))](gate, up, out, N=n, BLOCK=block, num_warps=4)
+    _kernel("silu")[(gate.numel() // n, -(-n // block))](gate, up, out, N=n, BLOCK=block, num_warps=4,
+                                                                  enable_fp_fusion=False)
     return out

@@ -13,9 +13,9 @@ embedding, norm and head of a Llama-family model) and changes how they are drive
   ``CHECK_EVERY`` steps to stop once every row has finished;
 - batches as large as free GPU memory allows, from the cache's bytes per token;
 - prefill in row chunks (padded only to the chunk's longest prompt), logits for the last position only;
-- in a decoding step, the layer's own projections between fused kernels for the residual sums and
-  norms, the rotary embedding with the cache write, and the activation (``decode_kernels``), where
-  the layers are the standard ones (``fusable``); other layers are called as they are.
+- the layers' own projections between fused kernels for the residual sums and norms, the rotary
+  embedding with the cache write, and the activation (``decode_kernels``), in prefill and in
+  decoding, where the layers are the standard ones (``fusable``); other layers are called whole.
 
 On the CPU the same loop runs eagerly. Answers match ``model.generate`` token for token where the
 arithmetic is the same (float32, tests/test_static_engine.py). Architectures outside
@@ -60,7 +60,7 @@ _NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
 
 
 def fusable(model: Any) -> bool:
-    """Whether a decoding step can run the layers' parts itself (``_Batch._fused_logits``): every
+    """Whether a decoding step can run the layers' parts itself (``_Batch._forward``): every
     norm one of the standard RMSNorms, SiLU activations, the attention's projections where
     transformers puts them (LoRA-wrapped projections are fine: they are called as modules)."""
     inner = model.model
@@ -158,7 +158,9 @@ class _Cache:
 
         _, kv_heads, head_dim = _heads(model)
         self.head_dim = head_dim
-        shape = (sum(caps), kv_heads, head_dim)
+        # One slot more than the rows own: the fused prefill's padding tokens write there.
+        shape = (sum(caps) + 1, kv_heads, head_dim)
+        self.spare = sum(caps)
         layers = model.config.num_hidden_layers
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
@@ -214,8 +216,8 @@ class _Batch:
         return model.lm_head(inner.norm(hidden[:, -1]))
 
     def prefill(self) -> None:
-        """Run the prompts chunk by chunk (left-padded to the chunk's longest), fill the cache,
-        pick each row's first token."""
+        """Run the prompts chunk by chunk (padded to the chunk's longest), fill the cache, pick
+        each row's first token."""
         import torch
 
         device = self.token.device
@@ -224,27 +226,65 @@ class _Batch:
         while order:
             width = len(self.ids[order[0]])
             chunk, order = order[: max(1, PREFILL_TOKENS // width)], order[max(1, PREFILL_TOKENS // width):]
-            pads = [width - len(self.ids[i]) for i in chunk]
-            tokens = torch.tensor([[self.engine.pad_id] * p + self.ids[i] for i, p in zip(chunk, pads)], device=device)
-            real = torch.tensor([[False] * p + [True] * (width - p) for p in pads], device=device)
-            positions = (real.long().cumsum(1) - 1).clamp(min=0)
-            # A padding query attends to itself only, so no row of the mask is all blocked.
-            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-            allowed = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
-            mask = torch.zeros(allowed.shape, dtype=self.dtype, device=device)
-            mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-            rows = [r for r, p in enumerate(pads) for _ in range(width - p)]
-            cols = [c for p in pads for c in range(p, width)]
-            slots = [first_slot[i] + c for i, p in zip(chunk, pads) for c in range(width - p)]
-            self.cache.write = tuple(torch.tensor(x, device=device) for x in (rows, cols, slots))
-            try:
-                with _prefill_attention():
-                    logits = self._layers(self.engine.model.model.embed_tokens(tokens), mask[:, None], positions)
-            finally:
-                self.cache.write = None
+            with _prefill_attention():
+                if self.engine.fused:
+                    logits = self._prefill_fused(chunk, width, first_slot)
+                else:
+                    logits = self._prefill_layers(chunk, width, first_slot)
             self.token[torch.tensor(chunk, device=device), 0] = logits.argmax(-1)
         self.cache.length.copy_(self.position[:, 0])
         self._emit()
+
+    def _prefill_layers(self, chunk: list[int], width: int, first_slot: list[int]) -> Any:
+        """A prefill chunk through the layers called whole: left-padded, an additive mask."""
+        import torch
+
+        device = self.token.device
+        pads = [width - len(self.ids[i]) for i in chunk]
+        tokens = torch.tensor([[self.engine.pad_id] * p + self.ids[i] for i, p in zip(chunk, pads)], device=device)
+        real = torch.tensor([[False] * p + [True] * (width - p) for p in pads], device=device)
+        positions = (real.long().cumsum(1) - 1).clamp(min=0)
+        # A padding query attends to itself only, so no row of the mask is all blocked.
+        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        allowed = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=device)
+        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        rows = [r for r, p in enumerate(pads) for _ in range(width - p)]
+        cols = [c for p in pads for c in range(p, width)]
+        slots = [first_slot[i] + c for i, p in zip(chunk, pads) for c in range(width - p)]
+        self.cache.write = tuple(torch.tensor(x, device=device) for x in (rows, cols, slots))
+        try:
+            return self._layers(self.engine.model.model.embed_tokens(tokens), mask[:, None], positions)
+        finally:
+            self.cache.write = None
+
+    def _prefill_fused(self, chunk: list[int], width: int, first_slot: list[int]) -> Any:
+        """A prefill chunk through :meth:`_forward`: right-padded, so plain causal attention is
+        right for every real token; padding writes its keys to the cache's spare slot."""
+        import torch
+        import torch.nn.functional as F
+
+        device, cache = self.token.device, self.cache
+        lengths = [len(self.ids[i]) for i in chunk]
+        tokens = torch.tensor([self.ids[i] + [self.engine.pad_id] * (width - n) for i, n in zip(chunk, lengths)],
+                              device=device)
+        positions = torch.arange(width, device=device).expand(len(chunk), width)
+        slots = torch.tensor([first_slot[i] + c if c < n else cache.spare for i, n in zip(chunk, lengths)
+                              for c in range(width)], device=device)
+        last = torch.tensor([r * width + n - 1 for r, n in enumerate(lengths)], device=device)
+        rows = len(chunk)
+
+        def attend(q: Any, layer: int, attn: Any) -> Any:
+            heads, kv_heads = q.shape[1], cache.keys[layer].shape[1]
+            k, v = (pool[slots].view(rows, width, kv_heads, -1).transpose(1, 2)
+                    for pool in (cache.keys[layer], cache.values[layer]))
+            if heads > kv_heads:
+                k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
+            q = q.view(rows, width, heads, -1).transpose(1, 2)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling)
+            return out.transpose(1, 2).reshape(rows * width, -1)
+
+        return self._forward(tokens, positions, slots, attend, last)
 
     def _emit(self) -> None:
         """Record the current tokens as output ``step``, mark stopped rows."""
@@ -256,29 +296,35 @@ class _Batch:
         self.token[:, 0] = token
         self.step += 1
 
-    def _fused_logits(self) -> Any:
-        """A decoding step's logits, the layers' parts driven one by one: what the layers compute,
-        with the element-wise work between the projections fused (``decode_kernels``)."""
+    def _forward(self, tokens: Any, position: Any, slots: Any, attend: Callable[[Any, int, Any], Any],
+                 last: Any = None) -> Any:
+        """Logits of ``tokens`` (rows, width) at ``position``, the layers' parts driven one by one:
+        what the layers compute, with the element-wise work between the projections fused
+        (``decode_kernels``). Each token's keys and values go to its cache slot (``slots``, one
+        per token); ``attend(q, layer, attention module)`` gives the attention output of the
+        rotated queries (tokens, heads, dim). Logits for the tokens at flat index ``last``, or
+        for every token."""
         inner, cache = self.engine.model.model, self.cache
-        hidden = inner.embed_tokens(self.token[:, 0])
-        cos, sin = (t[:, 0] for t in inner.rotary_emb(hidden[:, None], self.position))
-        slots = cache.span[0] + cache.length
-        rows, residual = self.n, None
+        hidden = inner.embed_tokens(tokens)
+        cos, sin = (t.reshape(-1, t.shape[-1]) for t in inner.rotary_emb(hidden, position))
+        hidden = hidden.view(-1, hidden.shape[-1])
+        n, residual = hidden.shape[0], None
         for i, layer in enumerate(inner.layers):
             attn, mlp = layer.self_attn, layer.mlp
             norm = layer.input_layernorm
             x, residual = add_rms_norm(hidden, residual, norm.weight, norm.variance_epsilon)
-            q = attn.q_proj(x).view(rows, -1, cache.head_dim)
-            k = attn.k_proj(x).view(rows, -1, cache.head_dim)
+            q = attn.q_proj(x).view(n, -1, cache.head_dim)
+            k = attn.k_proj(x).view(n, -1, cache.head_dim)
             if hasattr(attn, "q_norm"):  # Qwen3: a norm over each head before the rotary embedding
                 q = add_rms_norm(q, None, attn.q_norm.weight, attn.q_norm.variance_epsilon)[0]
                 k = add_rms_norm(k, None, attn.k_norm.weight, attn.k_norm.variance_epsilon)[0]
-            v = attn.v_proj(x).view(rows, -1, cache.head_dim)
+            v = attn.v_proj(x).view(n, -1, cache.head_dim)
             q = rotary_store(q, k, v, cos, sin, cache.keys[i], cache.values[i], slots)
-            out = decode_attention(q, cache.keys[i], cache.values[i], cache.span[0], cache.span[1], attn.scaling)
             norm = layer.post_attention_layernorm
-            x, residual = add_rms_norm(attn.o_proj(out.view(rows, -1)), residual, norm.weight, norm.variance_epsilon)
+            x, residual = add_rms_norm(attn.o_proj(attend(q, i, attn)), residual, norm.weight, norm.variance_epsilon)
             hidden = mlp.down_proj(silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))
+        if last is not None:
+            hidden, residual = hidden[last], residual[last]
         x, _ = add_rms_norm(hidden, residual, inner.norm.weight, inner.norm.variance_epsilon)
         return self.engine.model.lm_head(x)
 
@@ -287,7 +333,12 @@ class _Batch:
         cache = self.cache
         cache.span[1].copy_(cache.length + 1)
         if self.engine.fused:
-            logits = self._fused_logits()
+            def attend(q: Any, layer: int, attn: Any) -> Any:
+                out = decode_attention(q, cache.keys[layer], cache.values[layer], cache.span[0], cache.span[1],
+                                       attn.scaling)
+                return out.view(self.n, -1)
+
+            logits = self._forward(self.token, self.position, cache.span[0] + cache.length, attend)
         else:
             logits = self._layers(self.engine.model.model.embed_tokens(self.token), cache.span, self.position)
         self.token[:, 0] = logits.argmax(-1)
