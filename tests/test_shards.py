@@ -105,7 +105,8 @@ def test_xdist_workers_share_out_the_prompts_and_one_report(pytester: pytest.Pyt
 
 
 @pytest.mark.skipif("__import__('torch').cuda.device_count() < 2", reason="needs two CUDA GPUs")
-def test_xdist_workers_each_take_a_gpu(pytester: pytest.Pytester, tiny_model: Path, sample_jsonl: Path) -> None:
+def test_xdist_workers_each_take_a_gpu(pytester: pytest.Pytester, tiny_model: Path, sample_jsonl: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``-n 2`` on two GPUs: worker gw0 generates its share on cuda:0 and gw1 on cuda:1, with the
     GPU engine; one process on one GPU then finds every answer in the cache (keys do not name the
     GPU's index)."""
@@ -117,5 +118,6 @@ def test_xdist_workers_each_take_a_gpu(pytester: pytest.Pytester, tiny_model: Pa
     shared = json.loads((pytester.path / "reports" / "safety-report.json").read_text())
     assert shared["settings"]["device"] == "cuda:0" and shared["run"]["engine"] == "StaticEngine"
     assert shared["run"]["answers_generated"] in (5, 6) and shared["overall"]["n_errors"] == 0
-    alone = pytester.runpytest_subprocess(*args, "--device=cuda:1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # one process that sees only the second GPU
+    alone = pytester.runpytest_subprocess(*args, "--device=cuda")
     alone.stdout.fnmatch_lines(["answers: 11 cached, 0 generated*"])
