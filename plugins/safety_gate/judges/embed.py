@@ -10,7 +10,7 @@ answer becomes a feature vector made of
   sentences: what follows a refusal or a disclaimer), ``head`` (the two opening sentences),
   ``ends`` (opening and last sentences), ``distinct`` (the answer with repeated sentences dropped,
   so a looping answer reads as what it says once) or ``pair`` (instruction and answer together). The
-  shipped weights use ``answer`` + ``rest``, chosen by cross-validation on the training split;
+  shipped weights use ``distinct``, chosen by leave-one-kind-out cross-validation on the training split;
 * signals of the rule judge (``safety_gate.judges.rules.read_signals``): refusal in the opening,
   refusal anywhere, disclaimer, compliance opening, safe alternative, structured substance (list,
   steps, code), long prose, cut short, begun and cut short, echo, a word-count bucket, a few
