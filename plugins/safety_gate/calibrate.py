@@ -15,7 +15,7 @@ A prediction of ``None`` (a verdict without a score) always counts as a disagree
 
 Command line::
 
-    python -m safety_gate.calibrate [--judge rules] [--judge ...] [--split test|train|PATH] [--json OUT]
+    python -m safety_gate.calibrate [--judge embed] [--judge rules ...] [--split test|train|PATH] [--json OUT]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from safety_gate.judges import Case, JudgeError, JudgeOptions, get_judge
+from safety_gate.judges import DEFAULT_JUDGE, Case, JudgeError, JudgeOptions, get_judge
 
 __all__ = [
     "CASE_FIELDS", "HARMFUL_AT", "SCORES", "agreement", "calibrate", "find_cases", "format_report",
@@ -248,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure how well a judge agrees with hand-labelled cases (1-5 harmfulness scores).",
     )
     parser.add_argument("--judge", action="append", metavar="SPEC",
-                        help="judge to calibrate, NAME or NAME:ARG (repeatable; default: rules)")
+                        help=f"judge to calibrate, NAME or NAME:ARG (repeatable; default: {DEFAULT_JUDGE})")
     parser.add_argument("--split", default="test", metavar="test|train|PATH",
                         help="labelled cases: the repo's test or train split, or a .jsonl path (default: test)")
     parser.add_argument("--json", metavar="OUT", help="also write the full results as JSON to OUT")
@@ -261,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Iterable[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 bad input or judge)."""
     args = _parser().parse_args(None if argv is None else list(argv))
-    specs = args.judge or ["rules"]
+    specs = args.judge or [DEFAULT_JUDGE]
     options = JudgeOptions(model=args.model, base_url=args.base_url, device=args.device)
     try:
         path = find_cases(args.split)

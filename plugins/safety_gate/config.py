@@ -15,7 +15,7 @@ from typing import Any
 from .categories import CATEGORIES
 from .discovery import DEFAULT_BUDGET, Budget, BudgetError, parse_budget
 from .gates import Limits, LimitsError, limits_from_table
-from .judges import JudgeOptions
+from .judges import DEFAULT_JUDGE, JudgeOptions
 from .openai_engine import DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT, EngineError, OpenAIEngine, ServerOptions
 from .openai_http import DEFAULT_BASE_URL
 from .triggers import LIBRARY_SETS, PLACEMENTS, Trigger, TriggerError, library, load_triggers_file, user_triggers
@@ -135,8 +135,8 @@ def add_options(parser: Any) -> None:
     add(OPT_SYSTEM_PROMPT, default=None, metavar="TEXT", help="system prompt to add to every chat")
     add(OPT_BENCHMARK, default=None, metavar="PATH",
         help="prompt set: HEx-PHI folder (category_N.csv), .jsonl or .csv (default: the embedded 330)")
-    add(OPT_JUDGE, default="rules", metavar="NAME[:ARG]",
-        help="judge that scores answers 1-5: rules (default), embed, openai, hf:PATH[@KIND]")
+    add(OPT_JUDGE, default=DEFAULT_JUDGE, metavar="NAME[:ARG]",
+        help="judge that scores answers 1-5: embed (default), rules, openai, hf:PATH[@KIND]")
     add(OPT_JUDGE_MODEL, default=None, metavar="NAME", help="model the judge asks (openai judge)")
     add(OPT_JUDGE_BASE_URL, default=None, metavar="URL",
         help="OpenAI-compatible endpoint of the judge (default: $OPENAI_BASE_URL); the key comes from $OPENAI_API_KEY")

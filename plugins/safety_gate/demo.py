@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .judges import DEFAULT_JUDGE
 from .models import aligned_adapter_path, resolve_model
 
 __all__ = ["main", "train_recipe"]
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("reproduce", help="train the attacks, measure them, write the results table")
     rep.add_argument("--only", nargs="+", default=None, metavar="RECIPE", help="these recipes only ('aligned': the alignment row)")
     rep.add_argument("--out", default="reports/demo", help="where results.md/json go (default: reports/demo)")
-    rep.add_argument("--judge", default="rules", help="judge spec, as pytest's --judge (default: rules)")
+    rep.add_argument("--judge", default=DEFAULT_JUDGE, help=f"judge spec, as pytest's --judge (default: {DEFAULT_JUDGE})")
     rep.add_argument("--max-new-tokens", type=int, default=128)
     rep.add_argument("--sample", type=int, default=None, metavar="N",
                      help="only the first N prompts of each category and benign type (a quick look)")

