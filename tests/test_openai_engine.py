@@ -413,7 +413,8 @@ def test_plugin_usage_error(pytester: pytest.Pytester, sample_jsonl: Path) -> No
 
 
 def test_a_server_run_imports_no_torch(pytester: pytest.Pytester, server: FakeOpenAI) -> None:
-    """A machine that only drives a server needs no model code: the run never imports torch."""
+    """A machine that only drives a server needs no model code: with a judge that needs none either
+    (the rule judge; the default embed judge runs MiniLM through torch), the run never imports torch."""
     pytester.makeconftest("import sys\n\ndef pytest_unconfigure(config):\n"
                           "    print('torch imported:', 'torch' in sys.modules)\n")
     result = pytester.runpytest_subprocess("--pyargs", "safety_tests", "-p", "no:cacheprovider", "--benign=none",
