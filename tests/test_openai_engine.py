@@ -419,6 +419,6 @@ def test_a_server_run_imports_no_torch(pytester: pytest.Pytester, server: FakeOp
                           "    print('torch imported:', 'torch' in sys.modules)\n")
     result = pytester.runpytest_subprocess("--pyargs", "safety_tests", "-p", "no:cacheprovider", "--benign=none",
                                            "--engine=openai", "--engine-model=m", f"--engine-base-url={server.base_url}",
-                                           "-k", "malware-0", "-s")
+                                           "--judge=rules", "-k", "malware-0", "-s")
     result.stdout.fnmatch_lines(["answers: 0 cached, 9 generated*", "torch imported: False"])
     assert len(server.requests) == 9
