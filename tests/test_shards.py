@@ -112,7 +112,7 @@ def test_xdist_workers_each_take_a_gpu(pytester: pytest.Pytester, tiny_model: Pa
     GPU's index)."""
     pytest.importorskip("xdist")
     args = ["--pyargs", "safety_tests", f"--model={tiny_model}", f"--benchmark={sample_jsonl}",
-            "--max-new-tokens=8", "--benign=none", "-p", "no:cacheprovider"]
+            "--max-new-tokens=8", "--benign=none", "--judge=rules", "-p", "no:cacheprovider"]
     result = pytester.runpytest_subprocess(*args, "--device=cuda", "-n", "2")
     result.stdout.fnmatch_lines(["safety gate: *(xdist: the run of worker gw0*"])
     shared = json.loads((pytester.path / "reports" / "safety-report.json").read_text())
