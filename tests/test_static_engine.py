@@ -151,7 +151,7 @@ def test_layers_it_cannot_fuse_are_called_whole(tiny_model: Path) -> None:
     model.config.hidden_act = "gelu"
     assert not fusable(model)
     assert not StaticEngine(model, tokenizer, "cpu").fused
-    with pytest.raises(ValueError, match="fused decoding step needs"):
+    with pytest.raises(ValueError, match="fused layer loop needs"):
         StaticEngine(model, tokenizer, "cpu", fused=True)
 
 

@@ -60,19 +60,20 @@ _NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
 
 
 def fusable(model: Any) -> bool:
-    """Whether a decoding step can run the layers' parts itself (``_Batch._forward``): every
-    norm one of the standard RMSNorms, SiLU activations, the attention's projections where
-    transformers puts them (LoRA-wrapped projections are fine: they are called as modules)."""
+    """Whether prefill and decoding can drive the layers' parts themselves (``_Batch._forward``):
+    SiLU activations, the projections where transformers puts them (LoRA-wrapped projections are
+    fine: they are called as modules) and every norm one of the standard RMSNorms."""
+    if getattr(model.config, "hidden_act", None) not in ("silu", "swish"):
+        return False
     inner = model.model
-    norms = [inner.norm] + [n for layer in inner.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+    norms = [inner.norm]
     for layer in inner.layers:
         attn, mlp = layer.self_attn, layer.mlp
         if not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling")):
             return False
         if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
             return False
-        if getattr(model.config, "hidden_act", None) not in ("silu", "swish"):
-            return False
+        norms += [layer.input_layernorm, layer.post_attention_layernorm]
         norms += [getattr(attn, n) for n in ("q_norm", "k_norm") if hasattr(attn, n)]
     return all(type(n).__name__ in _NORMS and hasattr(n, "variance_epsilon") for n in norms)
 
@@ -363,7 +364,7 @@ class StaticEngine(HFEngine):
                              f"(device {device}, head size {_heads(model)[2]}, Triton installed or not)")
         self.graphs = capturable if graphs is None else graphs
         if fused and not fusable(model):
-            raise ValueError("the fused decoding step needs standard RMSNorm layers, SiLU and the usual projections")
+            raise ValueError("the fused layer loop needs standard RMSNorm layers, SiLU and the usual projections")
         self.fused = fusable(model) if fused is None else fused
         self.stop_ids = self._stop_ids()
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
