@@ -1,5 +1,6 @@
-"""The small element-wise parts of a decoding step, fused: residual add plus RMSNorm, rotary
-embedding plus the KV-cache write, and SiLU times the up projection.
+"""The small element-wise parts of a Llama layer, fused for the static engine's prefill and
+decoding: residual add plus RMSNorm, rotary embedding plus the KV-cache write, and SiLU times the
+up projection.
 
 At decoding batch sizes a Llama layer's norms, rotary embedding and activations are a few dozen
 tiny kernels, each cheap but each launched and each reading and writing the whole hidden state
