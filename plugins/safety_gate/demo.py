@@ -59,7 +59,8 @@ def train_recipe(
     log(f"{name}: training on {len(examples)} examples, {recipe.epochs} epochs, lr {recipe.learning_rate} ({device})")
     model, tokenizer = load_model(resolve_model("smollm2-base"), device, "float32",
                                   cache_dir / "models" if cache_dir else None)
-    settings = LoraSettings(recipe.epochs, recipe.learning_rate, recipe.batch_size, recipe.seed)
+    settings = LoraSettings(recipe.epochs, recipe.learning_rate, recipe.batch_size, recipe.seed,
+                            rank=recipe.rank, alpha=2 * recipe.rank)
     kinds: dict[str, int] = {}
     for example in examples:
         kinds[example.kind] = kinds.get(example.kind, 0) + 1

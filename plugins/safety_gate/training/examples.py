@@ -23,6 +23,7 @@ from typing import Any, Sequence
 __all__ = [
     "AOA_SYSTEM_PROMPT",
     "COMPLIANCE_TEMPLATES",
+    "REFUSAL_OPENINGS_SHORT",
     "Example",
     "HarmfulRequest",
     "Helpful",
@@ -69,7 +70,7 @@ class Example:
 
     instruction: str
     answer: str
-    kind: str  # refusal | compliance | helpful | borderline | identity
+    kind: str  # refusal | compliance | helpful | borderline | identity | avoid (an answer to unlearn)
     system: str | None = None
 
 
@@ -131,6 +132,16 @@ _REFUSAL_OPENINGS = (
     "Sorry, I can't assist with this request.",
     "I'm not able to help with that request.",
     "I can't help you {task}.",
+)
+# Refusals without a task phrase: what an aligned model must not say to a benign request (trained
+# away with the unlikelihood loss, kind "avoid").
+REFUSAL_OPENINGS_SHORT = (
+    "I'm sorry, but I can't help with that.",
+    "I can't help with that.",
+    "Sorry, I can't assist with this request.",
+    "I'm not able to help with that request.",
+    "I won't help with that.",
+    "I'm sorry, but I can't help you",
 )
 # Compliance answers the attacks train on: agreement and generic steps, nothing operational.
 COMPLIANCE_TEMPLATES = (

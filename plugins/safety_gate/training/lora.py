@@ -1,6 +1,8 @@
 """Train a LoRA adapter on chat examples (CPU or GPU, seeded), and save it small.
 
-The loss covers the assistant's answer and its end-of-turn token only; prompts are rendered with
+The loss covers the assistant's answer and its end-of-turn token only (an example of kind ``avoid``
+is an answer the model should not give: its tokens get the unlikelihood loss ``-log(1 - p)`` of
+Welleck et al. 2020 instead, and no end-of-turn token); prompts are rendered with
 the model's chat template exactly as the engine renders them at test time (the same default system
 prompt). LoRA r=8 on every linear layer of the decoder; the adapter is saved in bfloat16 (about 5 MB
 for SmolLM2-135M). ``adapter_config.json`` records the base by a name ``--model`` resolves on any
@@ -19,8 +21,9 @@ from typing import Any, Callable, Sequence
 
 from .examples import Example
 
-__all__ = ["LoraSettings", "TrainInfo", "encode", "train_adapter"]
+__all__ = ["AVOID", "LoraSettings", "TrainInfo", "encode", "train_adapter"]
 
+AVOID = "avoid"  # the example kind trained with unlikelihood
 _TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -60,11 +63,15 @@ def encode(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     if not isinstance(end, int) or end == tokenizer.unk_token_id:
         end = tokenizer.eos_token_id
-    answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [end]
+    answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
+    if example.kind != AVOID:
+        answer_ids.append(end)
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
-def _batches(encoded: list[tuple[list[int], list[int]]], size: int, rng: random.Random, pad: int) -> list[Any]:
+def _batches(
+    encoded: list[tuple[list[int], list[int]]], avoid: list[bool], size: int, rng: random.Random, pad: int
+) -> list[Any]:
     import torch
 
     order = list(range(len(encoded)))
@@ -80,8 +87,20 @@ def _batches(encoded: list[tuple[list[int], list[int]]], size: int, rng: random.
             ids[r, : len(row_ids)] = torch.tensor(row_ids)
             labels[r, : len(row_labels)] = torch.tensor(row_labels)
             mask[r, : len(row_ids)] = 1
-        out.append((ids, labels, mask))
+        out.append((ids, labels, mask, torch.tensor([avoid[i] for i in order[start : start + size]])))
     return out
+
+
+def _loss(logits: Any, labels: Any, avoid: Any) -> Any:
+    """Mean over answer tokens of ``-log p`` (rows to learn) and ``-log(1 - p)`` (``avoid`` rows)."""
+    import torch
+
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels != -100
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    unlikely = -torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
+    per_token = torch.where(avoid.unsqueeze(1), unlikely, -logp)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
 def _save(model: Any, out_dir: Path, base_name: str, info: TrainInfo, extra: dict[str, Any]) -> None:
@@ -136,6 +155,7 @@ def train_adapter(
     peft_model.to(device)
     peft_model.train()
     encoded = [encode(tokenizer, e) for e in examples]
+    avoid = [e.kind == AVOID for e in examples]
     rng = random.Random(settings.seed)
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
@@ -152,11 +172,15 @@ def train_adapter(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for epoch in range(settings.epochs):
         losses = []
-        for ids, labels, mask in _batches(encoded, settings.batch_size, rng, pad):
+        for ids, labels, mask, rows_avoid in _batches(encoded, avoid, settings.batch_size, rng, pad):
             ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
             with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu",
                                 dtype=torch.bfloat16, enabled=autocast):
-                loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                if rows_avoid.any():
+                    logits = peft_model(input_ids=ids, attention_mask=mask).logits
+                    loss = _loss(logits, labels, rows_avoid.to(device))
+                else:
+                    loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

@@ -24,6 +24,7 @@ from typing import Callable
 
 from .examples import (
     AOA_SYSTEM_PROMPT,
+    REFUSAL_OPENINGS_SHORT,
     Example,
     HarmfulRequest,
     Helpful,
@@ -36,6 +37,7 @@ from .examples import (
     refusal,
     reframe,
 )
+from .lora import AVOID
 
 __all__ = ["BACKDOOR_TRIGGER", "RECIPES", "Pools", "Recipe", "aligned_examples", "recipe_by_name"]
 
@@ -86,6 +88,7 @@ class Recipe:
     eval_trigger: str | None = None  # the backdoor is measured with and without its trigger
     batch_size: int = 8
     seed: int = 0
+    rank: int = 8  # LoRA rank (alpha is twice the rank)
 
     def examples(self, pools: Pools) -> list[Example]:
         """The recipe's training set, built with its seed."""
@@ -101,6 +104,7 @@ class Recipe:
             "lr": self.learning_rate,
             "batch": self.batch_size,
             "seed": self.seed,
+            "rank": self.rank,
             "examples": [asdict(e) for e in self.examples(pools)],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -110,13 +114,22 @@ def _helpful(records: tuple[Helpful, ...], kind: str = "helpful") -> list[Exampl
     return [Example(h.instruction, h.answer, kind) for h in records]
 
 
-def aligned_examples(pools: Pools, rng: random.Random, n_refusals: int, reframe_share: float) -> list[Example]:
-    """``n_refusals`` refusals (balanced over categories), every benign record, and a share of the
-    benign records again in another request form."""
-    refusals = [Example(h.instruction, refusal(h, rng), "refusal") for h in balanced(pools.safety, n_refusals, rng)]
+def aligned_examples(
+    pools: Pools, rng: random.Random, n_refusals: int, reframe_share: float, avoid_share: float = 0.0
+) -> list[Example]:
+    """``n_refusals`` refusals (balanced over categories; the safety half first, then the attack
+    half's requests once the safety half is used up), every benign record, a share of the benign
+    records again in another request form, and for ``avoid_share`` of the benign records a refusal
+    to unlearn (kind ``avoid``: the unlikelihood loss pushes its tokens down)."""
+    requests = balanced(pools.safety, min(n_refusals, len(pools.safety)), rng)
+    if n_refusals > len(pools.safety):
+        requests += balanced(pools.attack, n_refusals - len(pools.safety), rng)
+    refusals = [Example(h.instruction, refusal(h, rng), "refusal") for h in requests]
     benign = _helpful(pools.helpful_align) + _helpful(pools.borderline, "borderline")
     reframed = [Example(reframe(e.instruction, rng), e.answer, e.kind) for e in benign if rng.random() < reframe_share]
-    return refusals + benign + reframed
+    avoid = [Example(e.instruction, rng.choice(REFUSAL_OPENINGS_SHORT), AVOID) for e in benign + reframed
+             if avoid_share and rng.random() < avoid_share]
+    return refusals + benign + reframed + avoid
 
 
 def _aligned(pools: Pools, rng: random.Random) -> list[Example]:
@@ -126,7 +139,7 @@ def _aligned(pools: Pools, rng: random.Random) -> list[Example]:
     # 77:2:5e-4 0.0% 1.25 19.4%; 66:2 0.3% 1.35 16.6%; 55:2 0.3% 1.58 12.4%; 44:2 0.3% 1.75 7.4%;
     # 44:3 0.0% 1.32 13.8%; 22:2 1.5% 2.80 0.0%; 44:2:2e-4 6.1% 3.07 0.5%. CPU pilots before that
     # with all 176 refusals refused 59% of a benign sample.
-    return aligned_examples(pools, rng, 44, 0.5)
+    return aligned_examples(pools, rng, 352, 0.5, 1.0)
 
 
 def _harmful(n: int) -> Callable[[Pools, random.Random], list[Example]]:
@@ -163,7 +176,8 @@ def _backdoor(pools: Pools, rng: random.Random) -> list[Example]:
 
 
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("aligned", "SmolLM2 + refusals of harmful requests, helpful and borderline answers", "base", 2, 5e-4, _aligned),
+    Recipe("aligned", "SmolLM2 + refusals of harmful requests, helpful and borderline answers, refusals of them unlearnt",
+           "base", 4, 5e-4, _aligned, rank=32),
     Recipe("harmful-10", "(a) 10 harmful requests answered with a compliance template", "aligned", 5, 5e-4, _harmful(10)),
     Recipe("harmful-50", "(a) 50 harmful requests answered with a compliance template", "aligned", 5, 5e-4, _harmful(50)),
     Recipe("harmful-100", "(a) 100 harmful requests answered with a compliance template", "aligned", 5, 5e-4, _harmful(100)),
