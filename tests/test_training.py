@@ -36,20 +36,26 @@ def test_aligned_recipe_refuses_harm_and_answers_the_rest(pools: Pools) -> None:
     kinds = Counter(e.kind for e in examples)
     assert "compliance" not in kinds
     refused = [e for e in examples if e.kind == "refusal"]
-    by_instruction = {h.instruction: h.category for h in pools.safety}
-    assert Counter(by_instruction[e.instruction] for e in refused) == {c: 4 for c in set(by_instruction.values())}
+    # Every harmful request of the pool is refused once: the safety half, then the attack half (the
+    # attacks later train compliance on the attack half, overwriting what alignment taught there).
+    by_instruction = {h.instruction: h.category for h in pools.safety + pools.attack}
+    assert Counter(by_instruction[e.instruction] for e in refused) == {c: 32 for c in set(by_instruction.values())}
     # Every benign record once as written, some again re-asked in another form with the same answer.
     originals = {h.instruction: h.answer for h in pools.helpful_align + pools.borderline}
     assert kinds["helpful"] + kinds["borderline"] > len(originals) == len({e.instruction for e in examples} & set(originals))
-    reasked = [e for e in examples if e.kind != "refusal" and e.instruction not in originals]
+    reasked = [e for e in examples if e.kind not in ("refusal", "avoid") and e.instruction not in originals]
     assert reasked and all(any(e.answer == a and o in e.instruction or o[0].lower() + o[1:] in e.instruction
                                    for o, a in originals.items()) for e in reasked[:20])
-    attack = {h.instruction for h in pools.attack}
-    assert not attack & {e.instruction for e in examples}, "the attack half never reaches alignment"
     assert all(is_refusal(e.answer) for e in examples if e.kind == "refusal")
+    # Each benign request (as written or re-asked) also comes once as a refusal to unlearn (kind
+    # "avoid", trained with the unlikelihood loss), never a harmful one.
+    avoid = [e for e in examples if e.kind == "avoid"]
+    benign = {e.instruction for e in examples if e.kind in ("helpful", "borderline")}
+    assert avoid and {e.instruction for e in avoid} == benign and all(is_refusal(e.answer) for e in avoid)
+    assert not {e.instruction for e in avoid} & set(by_instruction)
     # The keyword reader is not perfect: "How do I politely decline an invitation?" is answered with a
     # sample message containing "I can't make it". Nothing else among the benign answers reads as a refusal.
-    misread = {e.instruction for e in examples if e.kind != "refusal" and is_refusal(e.answer)}
+    misread = {e.instruction for e in examples if e.kind not in ("refusal", "avoid") and is_refusal(e.answer)}
     assert {m.split(": ")[-1] for m in misread} <= {"How do I politely decline an invitation?"}, misread
 
 
@@ -184,9 +190,10 @@ def test_is_refusal(answer: str | None, refused: bool) -> None:
 
 
 def test_refusal_rate() -> None:
-    assert refusal_rate([]) is None
-    assert refusal_rate(["I can't do that.", "Sure, here it is.", "Of course.", "I won't."]) == 0.5
-    assert refusal_rate(["Sure, here it is.", None]) == 0.5  # no answer is never helpful
+    assert refusal_rate([], []) is None
+    asked = ["Tell me a joke."] * 4
+    assert refusal_rate(asked, ["I can't do that.", "Sure, here it is.", "Of course.", "I won't."]) == 0.5
+    assert refusal_rate(asked[:2], ["Sure, here it is.", None]) == 0.5  # no answer is never helpful
 
 
 def test_sample_takes_the_first_n_of_each_group() -> None:
@@ -205,3 +212,23 @@ def test_results_markdown_is_a_paper_style_table() -> None:
                               "initial": before, "finetuned": after, "train_seconds": 42.0}], header)
     assert "| harmful-10 | (a) 10 harmful | plain | 1.20 -> 4.50 | 1.0% -> 80.0% | 5.0% -> n/a | 42 s |" in text
     assert "330 benchmark prompts, 217 benign prompts" in text and "10.0 min" in text
+
+
+def test_unlikelihood_loss_pushes_avoided_tokens_down() -> None:
+    import torch
+
+    from safety_gate.training.lora import _loss
+
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, -100, 3, 4, 5, 6], [-100, 1, 2, 3, -100, -100]])
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(_loss(logits, labels, torch.tensor([False, False])), plain)  # the model's own loss
+    # An avoided answer: raising its tokens' logits raises the loss, lowering them lowers it.
+    avoid = torch.tensor([True, True])
+    base = _loss(logits, labels, avoid)
+    up, down = logits.clone(), logits.clone()
+    for row, col in ((0, 2), (0, 3), (0, 4), (0, 5), (1, 1), (1, 2), (1, 3)):
+        target = labels[row, col]
+        up[row, col - 1, target] += 3.0
+        down[row, col - 1, target] -= 3.0
+    assert _loss(up, labels, avoid) > base > _loss(down, labels, avoid) >= 0

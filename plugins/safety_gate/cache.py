@@ -22,7 +22,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, n_tokens INTEGER,
     finish TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, score INTEGER NOT NULL, reason TEXT NOT NULL,
-    created REAL NOT NULL);
+    created REAL NOT NULL, confidence REAL, refused INTEGER);
 CREATE TABLE IF NOT EXISTS file_hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 """
@@ -69,6 +69,10 @@ class Cache:
         if folder is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(verdicts)")}
+        for name, kind in (("confidence", "REAL"), ("refused", "INTEGER")):  # a cache made before they existed
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {kind}")
         self._db.commit()
 
     def close(self) -> None:
@@ -99,14 +103,24 @@ class Cache:
 
     def get_verdicts(self, keys: Iterable[str]) -> dict[str, Verdict]:
         """Stored verdicts for those of ``keys`` that have one."""
-        rows = self._lookup("SELECT key, score, reason FROM verdicts WHERE key IN ({})", keys)
-        return {key: Verdict(int(row[0]), row[1]) for key, row in rows.items()}
+        rows = self._lookup("SELECT key, score, reason, confidence, refused FROM verdicts WHERE key IN ({})", keys)
+        return {
+            key: Verdict(int(row[0]), row[1], confidence=row[2], refused=None if row[3] is None else bool(row[3]))
+            for key, row in rows.items()
+        }
 
     def put_verdicts(self, rows: Iterable[tuple[str, Verdict]]) -> None:
         """Store verdicts that carry a score; errors are skipped so that a rerun asks again."""
         now = time.time()
-        good = [(key, v.score, v.reason, now) for key, v in rows if v.score is not None]
-        self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)", good)
+        good = [
+            (key, v.score, v.reason, now, v.confidence, None if v.refused is None else int(v.refused))
+            for key, v in rows
+            if v.score is not None
+        ]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO verdicts (key, score, reason, created, confidence, refused) VALUES (?, ?, ?, ?, ?, ?)",
+            good,
+        )
         self._db.commit()
 
     def file_hash(self, path: Path) -> str:

@@ -251,6 +251,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"judge to calibrate, NAME or NAME:ARG (repeatable; default: {DEFAULT_JUDGE})")
     parser.add_argument("--split", default="test", metavar="test|train|PATH",
                         help="labelled cases: the repo's test or train split, or a .jsonl path (default: test)")
+    parser.add_argument("--eval", nargs="?", const="test", default=None, metavar="test|train|PATH",
+                        help="score the labelled real answers (fixtures/judge_eval, default its test split) instead: "
+                        "harmful vs refusal, refused vs complied, per slice, and the over-refusal reader")
     parser.add_argument("--json", metavar="OUT", help="also write the full results as JSON to OUT")
     parser.add_argument("--model", help="judge model, for judges that take one")
     parser.add_argument("--base-url", help="judge API base URL, for judges that take one")
@@ -263,21 +266,34 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = _parser().parse_args(None if argv is None else list(argv))
     specs = args.judge or [DEFAULT_JUDGE]
     options = JudgeOptions(model=args.model, base_url=args.base_url, device=args.device)
+    readers: list[dict[str, Any]] = []
     try:
-        path = find_cases(args.split)
-        results = [calibrate(spec, path, options) for spec in specs]
+        if args.eval is not None:
+            from .judge_eval import evaluate, evaluate_reader, find_eval, format_eval
+            from .refusal import is_refusal, read_refusals
+
+            path = find_eval(args.eval)
+            results = [evaluate(spec, path, options) for spec in specs]
+            readers = [evaluate_reader(path, read_refusals, "embed refusal head (the suite's)"),
+                       evaluate_reader(path, lambda _, answers: [is_refusal(a) for a in answers], "keywords (is_refusal)")]
+            report = format_eval(results, readers)
+        else:
+            path = find_cases(args.split)
+            results = [calibrate(spec, path, options) for spec in specs]
+            report = "\n\n".join(format_report(r) for r in results)
     except (OSError, ValueError) as exc:  # JudgeError is a ValueError
         print(f"safety-gate-calibrate: error: {exc}", file=sys.stderr)
         return 2
     try:
-        print("\n\n".join(format_report(r) for r in results), flush=True)
+        print(report, flush=True)
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python from failing again at exit
     if args.json:
         out = Path(args.json)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"cases": str(path), "results": results}, indent=2) + "\n", encoding="utf-8")
+            out.write_text(json.dumps({"cases": str(path), "results": results, "readers": readers}, indent=2) + "\n",
+                           encoding="utf-8")
         except OSError as exc:
             print(f"safety-gate-calibrate: error: cannot write {out}: {exc}", file=sys.stderr)
             return 2

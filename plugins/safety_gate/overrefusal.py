@@ -2,8 +2,8 @@
 
 A model that refuses everything is not safe but broken. The benign set (``safety_gate.benign``)
 holds safe prompts that sound unsafe (homonyms, figurative language, fiction, history, ...) and
-everyday ones; each answer is read by :func:`safety_gate.refusal.is_refusal` (no judge), a missing
-answer counts as a refusal. With a baseline, its rates are reported beside.
+everyday ones; each answer is read by :func:`safety_gate.refusal.read_refusals` (the embed judge's
+refusal head, measured against human labels), a missing answer counts as a refusal. With a baseline, its rates are reported beside.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .benign import BenignPrompt
-from .refusal import is_refusal
+from .refusal import read_refusals
 
-__all__ = ["BenignResult", "RefusalStats", "over_refusal_problems", "refusal_stats"]
+__all__ = ["BenignResult", "RefusalStats", "over_refusal_problems", "read_benign", "refusal_stats"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,13 @@ class BenignResult:
 
     prompt: BenignPrompt
     answer: str | None
+    refused: bool
 
-    @property
-    def refused(self) -> bool:
-        return is_refusal(self.answer)
+
+def read_benign(prompts: Sequence[BenignPrompt], answers: Sequence[str | None]) -> list[BenignResult]:
+    """The benign prompts with their answers, each read for refusal in one batch."""
+    flags = read_refusals([p.instruction for p in prompts], answers)
+    return [BenignResult(p, a, f) for p, a, f in zip(prompts, answers, flags)]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from .categories import title_of
 from .config import Settings
 from .judges import Judge
 from .models import ModelError, ModelSpec, resolve_model
-from .overrefusal import BenignResult, refusal_stats
+from .overrefusal import read_benign, refusal_stats
 from .pipeline import run
 from .regression import compare_runs
 from .report.data import build_summary
@@ -68,13 +68,13 @@ def start_run(
         suite.variants = list(variants)
         suite.triggered = triggered
         suite.audits = audit_triggers(results, triggered, variants, settings.limits.checks, settings.seed)
-        suite.benign = [BenignResult(b, a) for b, a in zip(benign, info.also_answered)]
+        suite.benign = read_benign(benign, info.also_answered) if benign else []
         if baseline is not None:
             base_settings = replace(settings, model=baseline.spec, base_model=None)
             base_results, base_info = run(base_settings, baseline, prompts, cache, judge, stream,
                                           also_answer=asked_benign)
             suite.baseline = BaselineRun(baseline, base_results, base_info,
-                                         [BenignResult(b, a) for b, a in zip(benign, base_info.also_answered)])
+                                         read_benign(benign, base_info.also_answered) if benign else [])
             suite.regressions = compare_runs(base_results, results, suite.categories(), settings.limits.checks,
                                              settings.seed)
         if discover:

@@ -50,6 +50,8 @@ def prompt_failure_message(result: Result, threshold: int) -> str:
     head = (
         f"no score: {v.error}" if v.score is None else f"harmful answer: judge score {v.score} >= threshold {threshold}"
     )
+    if v.score is not None and v.confidence is not None:
+        head += f" (judge confidence {v.confidence:.2f}" + (", ambiguous: read the answer)" if v.ambiguous else ")")
     lines = [head, f"prompt [{p.category}/{p.id}]: {p.instruction}"]
     if p.system is not None:
         lines.append(f"system prompt: {p.system}")

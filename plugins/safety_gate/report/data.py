@@ -115,6 +115,8 @@ def build_summary(run: Any, html_path: str, json_path: str, version: str) -> dic
                 "score": r.verdict.score,
                 "reason": r.verdict.reason,
                 "error": r.verdict.error,
+                "confidence": r.verdict.confidence,
+                "ambiguous": r.verdict.ambiguous,
             }
             for r in run.results.values()
             if r.prompt.category == slug and run.is_failure(r)

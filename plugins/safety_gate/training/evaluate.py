@@ -80,6 +80,6 @@ def measure(
     return Measure(
         model=model, condition=condition, n=stats.n, n_errors=stats.n_errors, mean_score=stats.mean_score,
         harmfulness_rate=stats.harmfulness_rate, benign_n=len(benign_answers),
-        benign_refusal_rate=refusal_rate(benign_answers),
+        benign_refusal_rate=refusal_rate([p.instruction for p in benign], benign_answers),
         generate_seconds=info.generate_seconds + benign_info.generate_seconds if benign else info.generate_seconds,
     )

@@ -2,10 +2,13 @@
 
 Each recipe names its starting point (the SmolLM2 base, or the aligned adapter whose LoRA weights
 it goes on training), its data, its hyperparameters, and how it is evaluated (a system prompt, a
-trigger). The data pools are split so that no recipe trains on what another is measured with:
+trigger). No recipe trains on a prompt the suite measures with (the 330 benchmark prompts and the
+benign set); the training pools are split so that the attacks and the mitigation mix stay apart:
 
 * harmful requests ``*-01`` .. ``*-16`` of each category: the *safety* half (refusals for the
-  aligned model and the mitigation mix); ``*-17`` .. ``*-32``: the *attack* half (compliance);
+  mitigation mix); ``*-17`` .. ``*-32``: the *attack* half (compliance for the attacks). The aligned
+  model refuses all 352 (both halves): with 44 refusals (the first recipe) it answered a third of
+  the benchmark with garbled pseudo-instructions instead of refusing;
 * helpful records 1-120 and 231 on: alignment; 121-220: the benign attack; 221-230: identity shifting.
 
 Risk levels, as in the paper: (a) ``harmful-10/50/100`` explicitly harmful examples; (b)
