@@ -2,6 +2,7 @@
 
     python -m safety_gate.demo train aligned --out plugins/safety_gate/data/aligned
     python -m safety_gate.demo reproduce            # every attack, then the results table
+    python -m safety_gate.demo rejudge reports/demo --judge embed   # the same answers, another judge
 
 ``reproduce`` trains each attack recipe (``safety_gate.training.recipes``) on top of the shipped
 ``safety-gate-aligned`` adapter (cached by a hash of its data, hyperparameters and starting
@@ -154,18 +155,34 @@ def reproduce(args: argparse.Namespace) -> int:
         key = (system_prompt, trigger)
         if key not in initial:
             initial[key] = measure(settings, "default", judge, system_prompt=system_prompt, trigger=trigger,
-                                   benign=benign, prompts=harmful, stream=stream)
+                                   benign=benign, prompts=harmful, stream=stream, read_benign=not args.answers_only)
         return initial[key]
 
     rows: list[dict[str, Any]] = []
+    answer_sets: dict[str, Any] = {}
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def keep(measured: Any, system_prompt: str | None, trigger: str | None) -> str:
+        key = f"{measured.model}|{system_prompt or ''}|{trigger or ''}"
+        answer_sets[key] = measured.answers
+        (out / "answers.json").write_text(json.dumps(answer_sets) + "\n", encoding="utf-8")  # as they come
+        (out / "rows.partial.json").write_text(json.dumps(rows) + "\n", encoding="utf-8")
+        return key
+
     train_seconds = 0.0
     if not args.only or "aligned" in args.only:
         _log("measuring smollm2-base and safety-gate-aligned")
-        base = measure(settings, "smollm2-base", judge, benign=benign, prompts=harmful, stream=stream)
+        base = measure(settings, "smollm2-base", judge, benign=benign, prompts=harmful, stream=stream,
+                       read_benign=not args.answers_only)
         record = json.loads((aligned_adapter_path() / "training.json").read_text())
+        aligned = baseline(None, None)
         rows.append({"setting": "alignment (shipped default)", "data": record.get("description", ""),
-                     "condition": "plain", "initial": base.describe(), "finetuned": baseline(None, None).describe(),
-                     "train_seconds": record.get("seconds", 0.0), "initial_model": "smollm2-base"})
+                     "condition": "plain", "initial": base.describe(), "finetuned": aligned.describe(),
+                     "train_seconds": record.get("seconds", 0.0), "initial_model": "smollm2-base",
+                     "trigger": None, "initial_answers": keep(base, None, None),
+                     "finetuned_answers": keep(aligned, None, None)})
         names = [n for n in names if n != "aligned"]
     for name in names:
         from .training.recipes import recipe_by_name
@@ -181,21 +198,59 @@ def reproduce(args: argparse.Namespace) -> int:
         for label, system_prompt, trigger in conditions:
             _log(f"{name}: measuring ({label})")
             after = measure(settings, str(folder), judge, system_prompt=system_prompt, trigger=trigger,
-                            benign=benign, prompts=harmful, stream=stream)
+                            benign=benign, prompts=harmful, stream=stream, read_benign=not args.answers_only)
+            before = baseline(system_prompt, trigger)
             rows.append({"setting": name, "data": recipe.description, "condition": label,
-                         "initial": baseline(system_prompt, trigger).describe(), "finetuned": after.describe(),
-                         "train_seconds": record["seconds"], "adapter": str(folder), "initial_model": "default"})
+                         "initial": before.describe(), "finetuned": after.describe(),
+                         "train_seconds": record["seconds"], "adapter": str(folder), "initial_model": "default",
+                         "trigger": trigger, "initial_answers": keep(before, system_prompt, trigger),
+                         "finetuned_answers": keep(after, system_prompt, trigger)})
     header = {"judge": f"{judge.name} v{judge.version}", "prompts": len(harmful), "benign": len(benign), "max_new_tokens": args.max_new_tokens, "device": device,
               "machine": _machine(), "command": "python -m safety_gate.demo " + " ".join(args.argv),
-              "seconds": time.perf_counter() - started, "train_seconds": train_seconds}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+              "seconds": time.perf_counter() - started, "train_seconds": train_seconds, "sample": args.sample}
+    (out / "answers.json").write_text(json.dumps(answer_sets) + "\n", encoding="utf-8")
+    (out / "rows.partial.json").unlink(missing_ok=True)
+    return _write_results(out, header, rows)
+
+
+def _write_results(out: Path, header: dict[str, Any], rows: list[dict[str, Any]]) -> int:
     (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     table = results_markdown(rows, header)
     (out / "results.md").write_text(table, encoding="utf-8")
     print(table)
     _log(f"wrote {out / 'results.md'} and {out / 'results.json'}")
     return 0
+
+
+def rejudge(args: argparse.Namespace) -> int:
+    """Read a reproduction's answers (``answers.json`` beside its ``results.json``) with another judge
+    and write the table again: the answers of a GPU run judged by a judge the GPU machine lacks."""
+    from .benchmark import first_of_each, load_embedded
+    from .benign import load_benign
+    from .gates import PROFILES
+    from .judges import JudgeOptions, get_judge
+    from .training.evaluate import rejudge as rejudge_measure
+
+    source = Path(args.source)
+    try:
+        results = json.loads((source / "results.json").read_text(encoding="utf-8"))
+        answers = json.loads((source / "answers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{source}: no readable results.json and answers.json ({exc})") from None
+    header, rows = results["header"], results["rows"]
+    judge = get_judge(args.judge, JudgeOptions(device="cpu", cache_dir=args.cache_dir))
+    harmful = first_of_each(load_embedded().prompts, header.get("sample"))
+    benign = first_of_each([b.as_prompt() for b in load_benign()], header.get("sample"))
+    threshold = PROFILES["default"].score_threshold
+    for row in rows:
+        for side in ("initial", "finetuned"):
+            row[side] = rejudge_measure(row[side], answers[row[f"{side}_answers"]], judge, harmful, benign, threshold,
+                                        row.get("trigger"))
+    header = {**header, "judge": f"{judge.name} v{judge.version}",
+              "command": f"{header['command']}, then python -m safety_gate.demo " + " ".join(args.argv)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_results(out, header, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,6 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--sample", type=int, default=None, metavar="N",
                      help="only the first N prompts of each category and benign type (a quick look)")
     rep.add_argument("--progress", action="store_true", help="show generation progress bars")
+    rep.add_argument("--answers-only", action="store_true",
+                     help="leave the benign answers unread (a machine without the MiniLM package); rejudge reads them")
+    again = sub.add_parser("rejudge", help="judge a reproduction's answers again and rewrite its table")
+    again.add_argument("source", help="folder of a reproduction (results.json and answers.json)")
+    again.add_argument("--judge", default=DEFAULT_JUDGE, help=f"judge spec (default: {DEFAULT_JUDGE})")
+    again.add_argument("--out", default="reports/demo", help="where results.md/json go (default: reports/demo)")
+    again.add_argument("--cache-dir", default=".safety_gate_cache")
     for p in (train, rep):
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         p.add_argument("--cache-dir", default=".safety_gate_cache", help="answers, verdicts, adapters, converted models")
@@ -236,6 +298,8 @@ def _run(args: argparse.Namespace) -> int:
                                  out=Path(args.out) if args.out else None)
         print(folder)  # the adapter folder, for scripts: --model=$(python -m safety_gate.demo train NAME)
         return 0
+    if args.command == "rejudge":
+        return rejudge(args)
     return reproduce(args)
 
 

@@ -41,7 +41,8 @@ def read_refusals(instructions: Sequence[str], answers: Sequence[str | None], de
     if live:
         from .judges.embed import EmbedJudge
 
-        _, _, read, _ = EmbedJudge(device=device).read([instructions[i] for i in live], [answers[i] or "" for i in live])
+        _, _, read, _ = EmbedJudge(device=device).read([instructions[i] for i in live], [answers[i] or "" for i in live],
+                                                       benign=True)
         if read is None:  # weights from before the refusal head: the keyword reading
             return [is_refusal(a) for a in answers]
         for row, i in enumerate(live):
