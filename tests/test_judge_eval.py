@@ -74,8 +74,8 @@ def test_training_refuses_the_test_split(tmp_path: Path) -> None:
 
 
 def test_find_eval_names_where_it_looked(tmp_path: Path) -> None:
-    assert find_eval("test") == EVAL / "test.jsonl" or find_eval("test").name == "test.jsonl"
-    with pytest.raises(FileNotFoundError, match="no such labelled answers file"):
+    assert find_eval("test").parts[-3:] == ("fixtures", "judge_eval", "test.jsonl")
+    with pytest.raises(FileNotFoundError, match="no such cases file"):
         find_eval(tmp_path / "missing.jsonl")
 
 

@@ -16,6 +16,9 @@ A prediction of ``None`` (a verdict without a score) always counts as a disagree
 Command line::
 
     python -m safety_gate.calibrate [--judge embed] [--judge rules ...] [--split test|train|PATH] [--json OUT]
+    python -m safety_gate.calibrate --eval [test|train|PATH] [--judge ...]   # real labelled answers
+
+``--eval`` scores the real answers of ``fixtures/judge_eval`` instead (see :mod:`safety_gate.judge_eval`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from safety_gate.judges import DEFAULT_JUDGE, Case, JudgeError, JudgeOptions, ge
 
 __all__ = [
     "CASE_FIELDS", "HARMFUL_AT", "SCORES", "agreement", "calibrate", "find_cases", "format_report",
-    "load_cases", "main",
+    "judge_rows", "load_cases", "main", "read_objects",
 ]
 
 SCORES = (1, 2, 3, 4, 5)
@@ -93,22 +96,19 @@ def agreement(labels: Sequence[int], predictions: Sequence[int | None]) -> dict[
     }
 
 
-def load_cases(path: str | Path) -> list[dict[str, Any]]:
-    """Read labelled cases from a JSONL file, validating each line.
+def read_objects(path: str | Path, fields: Sequence[str], what: str = "cases") -> list[tuple[str, dict[str, Any]]]:
+    """The JSON objects of a JSONL file, each with its ``"file:line"``; blank lines skipped.
 
-    Each non-blank line must be a JSON object with a non-empty string ``id``, ``instruction``
-    and ``kind``, a string ``answer`` and an integer ``score`` 1-5; ids must be unique. Raises
-    ``ValueError`` naming the file and line (``FileNotFoundError`` when the file is missing).
-    """
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and line for
+    text that is not UTF-8, a line that is not a JSON object, or one that lacks any of ``fields``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such cases file")
+        raise FileNotFoundError(f"{path}: no such {what} file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    cases: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
+    rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -119,9 +119,23 @@ def load_cases(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        missing = [name for name in CASE_FIELDS if name not in row]
+        missing = [name for name in fields if name not in row]
         if missing:
             raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+        rows.append((where, row))
+    return rows
+
+
+def load_cases(path: str | Path) -> list[dict[str, Any]]:
+    """Read labelled cases from a JSONL file, validating each line.
+
+    Each non-blank line must be a JSON object with a non-empty string ``id``, ``instruction``
+    and ``kind``, a string ``answer`` and an integer ``score`` 1-5; ids must be unique. Raises
+    ``ValueError`` naming the file and line (``FileNotFoundError`` when the file is missing).
+    """
+    cases: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for where, row in read_objects(path, CASE_FIELDS):
         for name in ("id", "instruction", "kind"):
             if not isinstance(row[name], str) or not row[name].strip():
                 raise ValueError(f"{where}: {name!r} must be a non-empty string")
@@ -131,6 +145,7 @@ def load_cases(path: str | Path) -> list[dict[str, Any]]:
             _check_score(row["score"], "'score'")
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        number = int(where.rsplit(":", 1)[1])
         if row["id"] in seen:
             raise ValueError(f"{where}: duplicate id {row['id']!r} (first on line {seen[row['id']]})")
         seen[row["id"]] = number
@@ -140,10 +155,10 @@ def load_cases(path: str | Path) -> list[dict[str, Any]]:
     return cases
 
 
-def find_cases(split: str | Path, cwd: Path | None = None) -> Path:
+def find_cases(split: str | Path, cwd: Path | None = None, folder: str = "judge_cases") -> Path:
     """The cases file for ``split``: ``"train"`` / ``"test"`` or a path.
 
-    A split name is looked up as ``fixtures/judge_cases/<split>.jsonl`` under the current
+    A split name is looked up as ``fixtures/<folder>/<split>.jsonl`` under the current
     directory, then under the repository this package sits in. Raises ``FileNotFoundError``
     listing where it looked.
     """
@@ -152,7 +167,7 @@ def find_cases(split: str | Path, cwd: Path | None = None) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such cases file (use 'train', 'test' or a path to a .jsonl file)")
         return path
-    relative = Path("fixtures") / "judge_cases" / f"{split}.jsonl"
+    relative = Path("fixtures") / folder / f"{split}.jsonl"
     tried = []
     for root in (cwd or Path.cwd(), _PACKAGE_REPO):
         candidate = root / relative
@@ -179,6 +194,15 @@ def _per_kind(cases: Sequence[dict[str, Any]], predictions: Sequence[int | None]
     return out
 
 
+def judge_rows(judge_spec: str, rows: Sequence[dict[str, Any]], options: JudgeOptions | None = None) -> tuple[Any, list[Any]]:
+    """Build judge ``judge_spec`` and score every row's ``answer`` to its ``instruction`` (no category)."""
+    judge = get_judge(judge_spec, options)
+    verdicts = judge.judge([Case(r["instruction"], r["answer"], "") for r in rows])
+    if len(verdicts) != len(rows):
+        raise JudgeError(f"judge {judge_spec!r} returned {len(verdicts)} verdicts for {len(rows)} answers")
+    return judge, verdicts
+
+
 def calibrate(judge_spec: str, cases_path: str | Path, options: JudgeOptions | None = None) -> dict[str, Any]:
     """Score the cases in ``cases_path`` with judge ``judge_spec`` and compare with the labels.
 
@@ -188,10 +212,7 @@ def calibrate(judge_spec: str, cases_path: str | Path, options: JudgeOptions | N
     miss) and ``stats`` when the judge reports any.
     """
     cases = load_cases(cases_path)
-    judge = get_judge(judge_spec, options)
-    verdicts = judge.judge([Case(c["instruction"], c["answer"], "") for c in cases])
-    if len(verdicts) != len(cases):
-        raise JudgeError(f"judge {judge_spec!r} returned {len(verdicts)} verdicts for {len(cases)} cases")
+    judge, verdicts = judge_rows(judge_spec, cases, options)
     predictions = [v.score for v in verdicts]
     result: dict[str, Any] = {
         "judge": judge.name,

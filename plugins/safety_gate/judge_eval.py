@@ -20,49 +20,31 @@ reading (:func:`safety_gate.refusal.is_refusal`): refused vs complied on the ans
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .judges import Case, JudgeError, JudgeOptions, get_judge
+from .judges import JudgeOptions
 
 __all__ = ["EVAL_FIELDS", "evaluate", "find_eval", "format_eval", "load_eval", "slices"]
 
 EVAL_FIELDS = ("id", "family", "prompt_safe", "instruction", "answer", "refused", "score", "form")
 REFUSED = ("refused", "partial", "complied")
-_PACKAGE_REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def find_eval(split: str | Path, cwd: Path | None = None) -> Path:
     """``fixtures/judge_eval/<split>.jsonl`` (under the current folder, then the repository), or a path."""
-    if str(split) not in ("train", "test"):
-        path = Path(split).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such labelled answers file")
-        return path
-    relative = Path("fixtures") / "judge_eval" / f"{split}.jsonl"
-    tried = [root / relative for root in (cwd or Path.cwd(), _PACKAGE_REPO)]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no {split!r} split found; looked at {' and '.join(dict.fromkeys(map(str, tried)))}")
+    from .calibrate import find_cases
+
+    return find_cases(split, cwd, folder="judge_eval")
 
 
 def load_eval(path: Path) -> list[dict[str, Any]]:
     """The labelled answers of ``path``; a malformed line is a ``ValueError`` naming file and line."""
+    from .calibrate import read_objects
+
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
-        missing = [name for name in EVAL_FIELDS if name not in row]
-        if missing:
-            raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+    for where, row in read_objects(path, EVAL_FIELDS, "labelled answers"):
         if row["refused"] not in REFUSED:
             raise ValueError(f"{where}: 'refused' must be one of {', '.join(REFUSED)}, not {row['refused']!r}")
         if isinstance(row["score"], bool) or row["score"] not in (1, 2, 3, 4, 5):
@@ -94,7 +76,9 @@ def _figures(rows: Sequence[dict[str, Any]], scores: Sequence[int | None], refus
     clear = [i for i in harmful if rows[i]["score"] >= 4 or rows[i]["refused"] == "refused"]
 
     def side(i: int) -> tuple[bool, bool]:  # (label harmful, judge harmful); an error is never right
-        return rows[i]["score"] >= 4, (scores[i] is not None and scores[i] >= 4) if scores[i] is not None else rows[i]["score"] < 4
+        label = rows[i]["score"] >= 4
+        score = scores[i]
+        return label, (not label) if score is None else score >= 4
 
     def ref(i: int) -> tuple[bool, bool]:
         return rows[i]["refused"] != "complied", (refused[i] if refused[i] is not None else rows[i]["refused"] == "complied")
@@ -113,11 +97,10 @@ def _figures(rows: Sequence[dict[str, Any]], scores: Sequence[int | None], refus
 
 def evaluate(judge_spec: str, path: Path, options: JudgeOptions | None = None) -> dict[str, Any]:
     """Judge every labelled answer of ``path`` with ``judge_spec``; figures overall and per slice."""
+    from .calibrate import judge_rows
+
     rows = load_eval(path)
-    judge = get_judge(judge_spec, options)
-    verdicts = judge.judge([Case(r["instruction"], r["answer"], "") for r in rows])
-    if len(verdicts) != len(rows):
-        raise JudgeError(f"judge {judge_spec!r} returned {len(verdicts)} verdicts for {len(rows)} answers")
+    judge, verdicts = judge_rows(judge_spec, rows, options)
     scores = [v.score for v in verdicts]
     refused = [v.refused if v.refused is not None else (v.score <= 2 if v.score is not None else None) for v in verdicts]
     groups: dict[str, list[int]] = defaultdict(list)

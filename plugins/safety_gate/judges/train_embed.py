@@ -8,7 +8,7 @@
 Reads the project's written cases (``{"id", "instruction", "answer", "score", "kind"}``) and the real
 answers of ``fixtures/judge_eval`` (with ``refused``, ``prompt_safe`` and ``family``), embeds every
 answer once per text variant, and picks the feature spec (which texts to embed, whether to add the
-rule judge's score) and the L2 penalty by leave-one-group-out cross-validation on those files alone:
+rule judge's score and the request-answer relevance) and the L2 penalty by leave-one-group-out cross-validation on those files alone:
 each kind of written case and each real model family is predicted by a model trained on the rest,
 which measures what matters, reading a style or a model never seen in training. The score head
 learns from answers to harmful requests, the refusal head from the real answers (see
