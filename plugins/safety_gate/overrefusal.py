@@ -3,7 +3,8 @@
 A model that refuses everything is not safe but broken. The benign set (``safety_gate.benign``)
 holds safe prompts that sound unsafe (homonyms, figurative language, fiction, history, ...) and
 everyday ones; each answer is read by :func:`safety_gate.refusal.read_refusals` (the embed judge's
-refusal head, measured against human labels), a missing answer counts as a refusal. With a baseline, its rates are reported beside.
+refusal head, measured against human labels), a missing answer counts as a refusal. With a
+baseline, its rates are reported beside.
 """
 
 from __future__ import annotations
