@@ -52,8 +52,8 @@ from safety_gate.judges.embed import (
     decide_scores,
     encoder,
     keyword_refusals,
+    on_topic,
     refusal_flags,
-    relevance,
     rule_veto,
     save_weights,
     signal_features,
@@ -312,9 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         flag: np.stack([signal_features(i, a, flag)[0] for i, a in zip(instructions, answers)])
         for flag in RULE_SCORE_CHOICES
     }
-    on_topic = relevance(instructions, answers, enc)
+    for name in ("head", "distinct"):  # the relevance feature reuses them
+        if name not in embeddings:
+            embeddings[name] = enc.encode([TEXTS[name](i, a) for i, a in zip(instructions, answers)])
+    topical = on_topic(enc.encode(instructions), embeddings["head"], embeddings["distinct"])
     features = {
-        (texts, flag, rel): np.concatenate([embeddings[t] for t in texts] + [signals[flag]] + ([on_topic] if rel else []),
+        (texts, flag, rel): np.concatenate([embeddings[t] for t in texts] + [signals[flag]] + ([topical] if rel else []),
                                            axis=1)
         for texts in choices
         for flag in RULE_SCORE_CHOICES
