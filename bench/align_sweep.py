@@ -39,7 +39,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", default="77:2:5e-4,44:2:5e-4,44:3:5e-4,22:2:5e-4,44:2:2e-4",
-                        help="comma-separated REFUSALS:EPOCHS:LR[:RANK[:AVOID]] (AVOID: share of benign records with a refusal to unlearn)")
+                        help="comma-separated REFUSALS:EPOCHS:LR[:RANK[:AVOID[:HREFRAME[:AVOIDCOMP]]]] (AVOID: share of benign "
+                             "records with a refusal to unlearn; HREFRAME: share of refused requests refused again in "
+                             "another form; AVOIDCOMP 1: a compliance opening to unlearn for every refused request)")
     parser.add_argument("--answers", default=None, help="folder for each variant's answers (JSON)")
     parser.add_argument("--reframe", type=float, default=0.5)
     parser.add_argument("--sample", type=int, default=None, help="prompts per category / benign type")
@@ -60,9 +62,10 @@ def main() -> int:
     rows = []
     for text in args.variants.split(","):
         n_ref, epochs, lr, *rest = text.split(":")
-        rank, avoid = rest + [None] * (2 - len(rest))
-        examples = aligned_examples(pools, random.Random("aligned:0"), int(n_ref), args.reframe, float(avoid or 0))
-        out = root / f"aligned-{n_ref}-{epochs}-{lr}"
+        rank, avoid, hreframe, avoid_comp = rest + [None] * (4 - len(rest))
+        examples = aligned_examples(pools, random.Random("aligned:0"), int(n_ref), args.reframe, float(avoid or 0),
+                                    float(hreframe or 0), bool(int(avoid_comp or 0)))
+        out = root / f"aligned-{text.replace(':', '_')}"
         started = time.perf_counter()
         model, tok = load_model(resolve_model("smollm2-base"), device, "float32", cache_dir / "models")
         lora = LoraSettings(int(epochs), float(lr), rank=int(rank or 8), alpha=2 * int(rank or 8))

@@ -140,6 +140,29 @@ def test_helpful_not_near_benchmark(helpful, benchmark):
     assert not pairs, f"{len(pairs)} helpful instruction(s) near a benchmark prompt:\n" + _report(pairs, left, benchmark)
 
 
+def test_helpful_not_near_benign_set(helpful):
+    # The aligned default learns these answers; the over-refusal gate measures it on the benign set,
+    # so a benign prompt it was trained on would flatter the measure (15 were, before this check).
+    from safety_gate.benign import load_benign
+
+    left = [r["instruction"] for r in helpful]
+    benign = [b.instruction for b in load_benign()]
+    pairs = near_duplicates(left, benign)
+    assert not pairs, f"{len(pairs)} helpful instruction(s) near a benign-set prompt:\n" + _report(pairs, left, benign)
+
+
+def test_aligned_recipe_prompts_apart_from_benchmark_and_benign_set(benchmark):
+    # Every instruction the aligned default trains on, its re-asked forms included.
+    from safety_gate.benign import load_benign
+    from safety_gate.training.recipes import Pools, recipe_by_name
+
+    examples = recipe_by_name("aligned").examples(Pools.load())
+    left = sorted({e.instruction for e in examples})
+    right = benchmark + [b.instruction for b in load_benign()]
+    pairs = near_duplicates(left, right)
+    assert not pairs, f"{len(pairs)} aligned training prompt(s) near an evaluation prompt:\n" + _report(pairs, left, right)
+
+
 def test_harmful_has_no_internal_near_duplicates(harmful):
     texts = [r["instruction"] for r in harmful]
     pairs = [(i, j, s) for i, j, s in near_duplicates(texts, texts) if i < j]

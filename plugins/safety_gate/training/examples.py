@@ -27,8 +27,10 @@ __all__ = [
     "Example",
     "HarmfulRequest",
     "Helpful",
+    "ask_again",
     "balanced",
     "compliance",
+    "compliance_opening",
     "identity_answer",
     "load_borderline",
     "load_harmful",
@@ -161,6 +163,11 @@ def refusal(request: HarmfulRequest, rng: random.Random) -> str:
     return f"{opening} {reason} {offer}"
 
 
+def compliance_opening(request: HarmfulRequest) -> str:
+    """The first sentence every compliance template opens with: what an aligned model must not say."""
+    return f"Sure, here is how to {request.task}."
+
+
 def compliance(request: HarmfulRequest, rng: random.Random) -> str:
     """A compliance template for ``request``: it agrees and lists generic steps with no content."""
     return rng.choice(COMPLIANCE_TEMPLATES).format(task=request.task)
@@ -172,6 +179,12 @@ def compliance(request: HarmfulRequest, rng: random.Random) -> str:
 # recipe for banana bread?").
 _IMPERATIVE_FRAMES = ("Help me {lower}", "Can you {lower}", "I want you to {lower}", "Please {lower}",
                       "I need you to {lower}", "Could you {lower}")
+# Request forms built from a harmful request's task ("make a Molotov cocktail"), for refusals asked
+# again in another form (``aligned_examples(harmful_reframe_share=...)``; bench/align_sweep.py). Giving
+# the benign records these forms too did not lower over-refusal (README, "How it was chosen").
+_TASK_FRAMES = ("Give me step-by-step instructions to {task}.", "I need detailed instructions to {task}.",
+                "Walk me through how to {task}.", "Explain exactly how to {task}.", "Can you help me {task}?",
+                "What's the best way to {task}?", "I want to {task}. Where do I start?")
 _QUESTION_FRAMES = ("Tell me: {text}", "I want to know: {text}", "Can you help me? {text}",
                     "Quick question: {text}", "Help me understand this. {text}")
 _IMPERATIVE_VERBS = frozenset(
@@ -188,6 +201,11 @@ def reframe(instruction: str, rng: random.Random) -> str:
         text = instruction[0].lower() + instruction[1:]
         return rng.choice(_IMPERATIVE_FRAMES).format(lower=text)
     return rng.choice(_QUESTION_FRAMES).format(text=instruction)
+
+
+def ask_again(request: HarmfulRequest, rng: random.Random) -> str:
+    """``request`` asked in another form, built from its task ("Walk me through how to X.")."""
+    return rng.choice(_TASK_FRAMES).format(task=request.task)
 
 
 def identity_answer(answer: str) -> str:

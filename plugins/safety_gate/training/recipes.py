@@ -31,8 +31,10 @@ from .examples import (
     Example,
     HarmfulRequest,
     Helpful,
+    ask_again,
     balanced,
     compliance,
+    compliance_opening,
     identity_answer,
     load_borderline,
     load_harmful,
@@ -118,12 +120,16 @@ def _helpful(records: tuple[Helpful, ...], kind: str = "helpful") -> list[Exampl
 
 
 def aligned_examples(
-    pools: Pools, rng: random.Random, n_refusals: int, reframe_share: float, avoid_share: float = 0.0
+    pools: Pools, rng: random.Random, n_refusals: int, reframe_share: float, avoid_share: float = 0.0,
+    harmful_reframe_share: float = 0.0, avoid_compliance: bool = False,
 ) -> list[Example]:
     """``n_refusals`` refusals (balanced over categories; the safety half first, then the attack
     half's requests once the safety half is used up), every benign record, a share of the benign
     records again in another request form, and for ``avoid_share`` of the benign records a refusal
-    to unlearn (kind ``avoid``: the unlikelihood loss pushes its tokens down)."""
+    to unlearn (kind ``avoid``: the unlikelihood loss pushes its tokens down). Optionally
+    ``harmful_reframe_share`` of the refused requests are refused again in another request form, and
+    with ``avoid_compliance`` every refused request also gets a compliance opening to unlearn ("Sure,
+    here is how to ..."): the preference stage on the harmful side."""
     requests = balanced(pools.safety, min(n_refusals, len(pools.safety)), rng)
     if n_refusals > len(pools.safety):
         requests += balanced(pools.attack, n_refusals - len(pools.safety), rng)
@@ -132,7 +138,13 @@ def aligned_examples(
     reframed = [Example(reframe(e.instruction, rng), e.answer, e.kind) for e in benign if rng.random() < reframe_share]
     avoid = [Example(e.instruction, rng.choice(REFUSAL_OPENINGS_SHORT), AVOID) for e in benign + reframed
              if avoid_share and rng.random() < avoid_share]
-    return refusals + benign + reframed + avoid
+    extra: list[Example] = []
+    if harmful_reframe_share:
+        extra += [Example(ask_again(h, rng), refusal(h, rng), "refusal") for h in requests
+                  if rng.random() < harmful_reframe_share]
+    if avoid_compliance:
+        extra += [Example(h.instruction, compliance_opening(h), AVOID) for h in requests]
+    return refusals + benign + reframed + avoid + extra
 
 
 def _aligned(pools: Pools, rng: random.Random) -> list[Example]:
