@@ -422,3 +422,31 @@ def test_a_server_run_imports_no_torch(pytester: pytest.Pytester, server: FakeOp
                                            "--judge=rules", "-k", "malware-0", "-s")
     result.stdout.fnmatch_lines(["answers: 0 cached, 9 generated*", "torch imported: False"])
     assert len(server.requests) == 9
+
+
+def test_control_characters_in_answers_are_shown_not_sent_to_the_terminal(
+    pytester: pytest.Pytester, sample_jsonl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 21: an answer's escape sequences (window title, clear screen), NUL bytes, carriage returns
+    # and right-to-left overrides must reach the failure message and the log as visible escapes.
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    hostile = "Sure, here is how.\x1b]0;pwned\x07\x1b[2J Step 1:\x00 do it\rX \u202egnp.exe\u202c"
+    with FakeOpenAI(answer_fn=lambda messages: hostile) as served:
+        result = pytester.runpytest(
+            "--pyargs", "safety_tests", *FAST, f"--benchmark={sample_jsonl}", "--engine=openai",
+            "--engine-model=m", f"--engine-base-url={served.base_url}", "--max-new-tokens=64", "-k", "malware-01",
+            "--judge=openai", "--judge-model=j", f"--judge-base-url={served.base_url}",  # it scores 5: no "I can't"
+        )
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "harmful answer: judge score 5" in out
+    for raw in ("\x1b", "\x07", "\x00", "\r", "\u202e", "\u202c"):
+        assert raw not in out
+    assert "\\x1b]0;pwned\\x07\\x1b[2J Step 1:\\x00 do it" in out and "\\u202egnp.exe\\u202c" in out
+
+
+def test_visible_keeps_text_and_shows_controls() -> None:
+    from safety_gate.visible import visible
+
+    assert visible("plain text, é, 中文\n\tnext") == "plain text, é, 中文\n\tnext"
+    assert visible("a\x1b[31mb\x9bc\x7fd\u2066e\u200f") == "a\\x1b[31mb\\x9bc\\x7fd\\u2066e\\u200f"

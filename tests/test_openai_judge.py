@@ -377,3 +377,38 @@ def test_plugin_end_to_end(pytester: pytest.Pytester, tiny_model: Path, sample_j
     again = pytester.runpytest(*args)
     again.stdout.fnmatch_lines(["*verdicts: 11 cached, 0 judged"])
     assert len(server.requests) == 12
+
+
+def test_another_endpoint_rejudges_instead_of_reading_the_cache(
+    pytester: pytest.Pytester, tiny_model: Path, sample_jsonl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 21's silent pass: a run against a server that scores everything 1, then the same command
+    # against one that scores everything 5, must judge again (and fail), not pass from the cache.
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    args = ["--pyargs", "safety_tests", *FAST, f"--model={tiny_model}", f"--benchmark={sample_jsonl}",
+            "--judge=openai", "--judge-model=m"]
+    with FakeOpenAI(score_fn=lambda instruction, answer: 1) as lenient:
+        first = pytester.runpytest(*args, f"--judge-base-url={lenient.base_url}")
+        first.stdout.fnmatch_lines(["*verdicts: 0 cached, 11 judged"])
+        assert first.ret == pytest.ExitCode.OK
+    with FakeOpenAI(score_fn=lambda instruction, answer: 5) as strict:
+        second = pytester.runpytest(*args, f"--judge-base-url={strict.base_url}")
+        second.stdout.fnmatch_lines(["*verdicts: 0 cached, 11 judged", "safety gate: FAILED*"])
+        assert second.ret == pytest.ExitCode.TESTS_FAILED
+        assert len(strict.requests) == 11
+    with FakeOpenAI(score_fn=lambda instruction, answer: 1) as same_again:
+        # Same endpoint address as neither (a new port): judged again; the old verdicts stay stored.
+        third = pytester.runpytest(*args, f"--judge-base-url={same_again.base_url}")
+        third.stdout.fnmatch_lines(["*verdicts: 0 cached, 11 judged"])
+
+
+def test_cache_identity_names_endpoint_and_rubric() -> None:
+    from safety_gate.judges import cache_identity
+    from safety_gate.judges.rubric import RUBRIC_FINGERPRINT
+
+    a = OpenAIJudge("m", base_url="http://127.0.0.1:9/v1")
+    b = OpenAIJudge("m", base_url="http://127.0.0.1:10/v1")
+    assert a.version == b.version  # the report's name of the reading is the same ...
+    assert cache_identity(a) != cache_identity(b)  # ... but the verdicts are keyed apart
+    assert RUBRIC_FINGERPRINT in cache_identity(a)

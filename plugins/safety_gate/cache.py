@@ -41,7 +41,8 @@ def answer_key(model_fingerprint: str, instruction: str, system_prompt: str | No
 
 
 def verdict_key(answer: str, instruction: str, category: str, judge_name: str, judge_version: str) -> str:
-    """The key of one verdict: what the judge sees, and the judge's name and version."""
+    """The key of one verdict: what the judge sees, and the judge's name and identity (its version and
+    whatever else can change its reading: ``safety_gate.judges.cache_identity``)."""
     return _hash(
         {"answer": answer, "instruction": instruction, "category": category, "judge": judge_name, "version": judge_version}
     )

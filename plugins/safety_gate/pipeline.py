@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Sequence
 from .benchmark import Prompt
 from .cache import Cache, answer_key, verdict_key
 from .config import Settings
-from .judges import Case, Judge, Verdict
+from .judges import Case, Judge, Verdict, cache_identity
 from .models import ModelError, ModelSpec, fingerprint, load_model, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -261,7 +261,7 @@ def run(
     info.also_answered = answers[len(prompts) :]
     answers = answers[: len(prompts)]
     vkeys = [
-        verdict_key(a, p.instruction, p.category, judge.name, judge.version) if a is not None else None
+        verdict_key(a, p.instruction, p.category, judge.name, cache_identity(judge)) if a is not None else None
         for p, a in zip(prompts, answers)
     ]
     verdicts = cache.get_verdicts(v for v in vkeys if v)

@@ -341,10 +341,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is None or state.run is None:
         return
     from .runner import summary_lines
+    from .visible import visible
 
     terminalreporter.section("safety-gate")
     for line in summary_lines(state.run, state.report_paths):
-        terminalreporter.write_line(line)
+        terminalreporter.write_line(visible(line))
 
 
 def _xdist_controller_summary(terminalreporter: Any, html: Path, started: float) -> None:

@@ -20,6 +20,7 @@ from .overrefusal import BenignResult, over_refusal_problems, refusal_stats
 from .pipeline import Result, RunInfo
 from .regression import Regression
 from .triggers import Variant
+from .visible import visible
 
 if TYPE_CHECKING:
     from .activation_check import ActivationCheck
@@ -37,6 +38,10 @@ class Outcome:
 
     status: str
     message: str = ""
+
+    def __post_init__(self) -> None:
+        # Messages quote model answers, judge reasons and prompts: shown, never obeyed by a terminal.
+        object.__setattr__(self, "message", visible(self.message))
 
 
 def _cut(text: str, limit: int = _ANSWER_CUT) -> str:

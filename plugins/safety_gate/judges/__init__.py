@@ -17,9 +17,9 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
-__all__ = ["AMBIGUOUS_BELOW", "DEFAULT_JUDGE", "Case", "Judge", "JudgeError", "JudgeOptions", "Verdict", "JUDGES", "get_judge", "judge_target", "split_spec"]
+__all__ = ["AMBIGUOUS_BELOW", "DEFAULT_JUDGE", "Case", "Judge", "JudgeError", "JudgeOptions", "Verdict", "JUDGES", "cache_identity", "get_judge", "judge_target", "source_fingerprint", "split_spec"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,33 @@ class Verdict:
 
 
 class Judge(Protocol):
-    """The judge interface: one call scores a batch of cases."""
+    """The judge interface: one call scores a batch of cases.
+
+    ``version`` names the judge's reading for reports; a judge may also carry ``cache_identity``,
+    everything else that can change a verdict (its endpoint, the rubric's text, the code that scores),
+    which keys the verdict cache beside the version (see :func:`cache_identity`)."""
 
     name: str
     version: str
 
     def judge(self, cases: Sequence[Case]) -> list[Verdict]: ...
+
+
+def cache_identity(judge: Judge) -> str:
+    """What keys ``judge``'s cached verdicts: its version, and its ``cache_identity`` when it has one."""
+    extra = getattr(judge, "cache_identity", None)
+    return f"{judge.version}|{extra}" if extra else judge.version
+
+
+def source_fingerprint(*modules: Any) -> str:
+    """A short hash of the source files of ``modules``: a scoring code change re-judges cached verdicts."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class JudgeError(ValueError):

@@ -519,6 +519,12 @@ class EmbedJudge:
             raise JudgeError(f"judge 'embed': no weights at {self.weights_path}")
         self.version = weights_version(self.weights_path)
         self.device = device
+        import sys
+
+        from safety_gate.judges import rules, source_fingerprint
+
+        # The weights are in the version; the decision code and the rule signals it reads are here.
+        self.cache_identity = f"code:{source_fingerprint(sys.modules[__name__], rules)}"
         self.batch_size = batch_size or BATCH_SIZE
         self._weights: Weights | None = None
         self._lock = threading.Lock()

@@ -71,7 +71,7 @@ from typing import Any, Sequence
 from safety_gate.categories import CATEGORIES
 from safety_gate.judges import Case, JudgeError, JudgeOptions, Verdict
 from safety_gate.judges.parsing import parse_judge_output
-from safety_gate.judges.rubric import RUBRIC_VERSION, judge_messages
+from safety_gate.judges.rubric import RUBRIC_FINGERPRINT, RUBRIC_VERSION, judge_messages
 from safety_gate.models import ModelError, ModelSpec, resolve_model
 
 __all__ = [
@@ -383,6 +383,7 @@ class HFJudge:
         self.batch_size = batch_size
         self.convert_root = convert_root
         self.version = f"{kind}:{RUBRIC_VERSION}:{quick_fingerprint(spec)}"
+        self.cache_identity = f"rubric:{RUBRIC_FINGERPRINT}"
         self._engine: Any = None
         self._device = ""
         self._load_error: str | None = None

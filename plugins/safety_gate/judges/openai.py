@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from safety_gate.judges import Case, JudgeError, JudgeOptions, Verdict
 from safety_gate.judges.parsing import parse_judge_output
-from safety_gate.judges.rubric import RUBRIC_VERSION, judge_messages
+from safety_gate.judges.rubric import RUBRIC_FINGERPRINT, RUBRIC_VERSION, judge_messages
 from safety_gate.openai_http import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -87,6 +87,8 @@ class OpenAIJudge:
         self.model = model.strip()
         self.version = f"{RUBRIC_VERSION}:{self.model}"
         self.base_url = self._client.base_url
+        # Another endpoint serving the same model name can score differently: its verdicts are its own.
+        self.cache_identity = f"{self.base_url}|rubric:{RUBRIC_FINGERPRINT}"
         self.concurrency = max(1, int(concurrency))
         self.timeout = self._client.timeout
         self.max_retries = self._client.max_retries

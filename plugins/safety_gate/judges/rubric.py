@@ -13,7 +13,7 @@ cache key: bump it whenever ``USAGE_POLICY``, ``RUBRIC`` or the message wording 
 
 from __future__ import annotations
 
-__all__ = ["RUBRIC", "RUBRIC_VERSION", "USAGE_POLICY", "judge_messages"]
+__all__ = ["RUBRIC", "RUBRIC_FINGERPRINT", "RUBRIC_VERSION", "USAGE_POLICY", "judge_messages"]
 
 RUBRIC_VERSION = "1"
 
@@ -113,3 +113,15 @@ def judge_messages(instruction: str, answer: str) -> list[dict[str, str]]:
     """
     user = _USER.format(instruction=_quote(instruction.strip(), "instruction"), answer=_quote(answer.strip(), "answer"))
     return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": user}]
+
+
+def _fingerprint() -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(judge_messages("{instruction}", "{answer}")).encode()).hexdigest()[:12]
+
+
+# A hash of the messages a model judge is sent (policy, rubric, template): part of every model judge's
+# cache identity, so an edited rubric re-judges cached verdicts even where RUBRIC_VERSION was not bumped.
+RUBRIC_FINGERPRINT = _fingerprint()

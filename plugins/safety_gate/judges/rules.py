@@ -513,6 +513,15 @@ class RuleJudge:
     name = "rules"
     version = "3"
 
+    @property
+    def cache_identity(self) -> str:
+        """The scoring code's own hash: an edited pattern table re-judges cached verdicts."""
+        import sys
+
+        from safety_gate.judges import source_fingerprint
+
+        return f"code:{source_fingerprint(sys.modules[__name__])}"
+
     @classmethod
     def from_options(cls, arg: str | None, options: JudgeOptions) -> RuleJudge:
         """The rule judge takes no argument and no options."""
